@@ -1,0 +1,93 @@
+"""Run a model in TFLite Micro in a child process: a bad model or arena can SEGFAULT the
+interpreter (measured: far-too-small arenas), and that must not take the caller down.
+
+Usage as a program: python -m device_agent.tflm_child WORKDIR
+WORKDIR holds model.tflite, inputs.npz (keys in_<i>, leading axis = samples) and arena.txt;
+the child writes outputs.npz (keys out_<i>) or error.txt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class TFLMRun:
+    """Outcome of a child-process TFLM run."""
+
+    ok: bool
+    outputs: list[np.ndarray] = field(default_factory=list)  # one array per output, samples first
+    error: str = ""
+    version: str = ""
+
+
+def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: int,
+             timeout_s: float = 120.0) -> TFLMRun:
+    """Invoke `model` in TFLM on every sample (a list of raw input arrays) in a child process."""
+    with tempfile.TemporaryDirectory(prefix="edgeq-tflm-") as tmp:
+        work = Path(tmp)
+        (work / "model.tflite").write_bytes(bytes(model))
+        (work / "arena.txt").write_text(str(int(arena_size)))
+        n_inputs = len(samples[0]) if samples else 0
+        np.savez(work / "inputs.npz", **{f"in_{i}": np.stack([s[i] for s in samples])
+                                         for i in range(n_inputs)})
+        try:
+            proc = subprocess.run([sys.executable, "-m", "device_agent.tflm_child", str(work)],
+                                  capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return TFLMRun(False, error=f"TFLM child timed out after {timeout_s:.0f} s")
+        if proc.returncode < 0:
+            return TFLMRun(False, error=f"TFLM crashed with signal {-proc.returncode} "
+                                        f"(arena {arena_size} bytes): {_last_line(proc.stderr)}")
+        if (work / "error.txt").exists():
+            error = (work / "error.txt").read_text().strip()
+            log = _log_lines(proc.stderr)
+            return TFLMRun(False, error=f"{error} ({log})" if log else error)
+        if proc.returncode != 0 or not (work / "outputs.npz").exists():
+            return TFLMRun(False, error=f"TFLM child failed: {_last_line(proc.stderr)}")
+        with np.load(work / "outputs.npz") as out:
+            outputs = [out[f"out_{i}"] for i in range(len(out.files))]
+        return TFLMRun(True, outputs, version=(work / "version.txt").read_text())
+
+
+def _log_lines(text: str, limit: int = 3) -> str:
+    """TFLM's own log (e.g. "Didn't find op for builtin opcode 'GELU'"), on one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:limit])
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _child_main(work: Path) -> int:
+    from .runtimes import TFLMRuntime
+
+    model = (work / "model.tflite").read_bytes()
+    arena = int((work / "arena.txt").read_text())
+    with np.load(work / "inputs.npz") as data:
+        inputs = [data[f"in_{i}"] for i in range(len(data.files))]
+    try:
+        runtime = TFLMRuntime(model, arena_size=arena)
+        (work / "version.txt").write_text(runtime.version)
+        n = len(inputs[0]) if inputs else 1
+        per_sample = [runtime.infer([x[k] for x in inputs]) for k in range(n)]
+    except Exception as e:  # noqa: BLE001 - reported to the parent as data
+        message = " ".join(str(e).split()) or type(e).__name__
+        (work / "error.txt").write_text(f"{type(e).__name__}: {message}")
+        return 0
+    outputs = {f"out_{i}": np.stack([s[i] for s in per_sample]) for i in range(len(per_sample[0]))}
+    np.savez(work / "outputs.npz", **outputs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(Path(sys.argv[1])))

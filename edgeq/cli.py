@@ -1,0 +1,86 @@
+"""The `edgeq` command line: a thin layer over the Python API (edgeq.convert, ...)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EdgeqError
+
+log = logging.getLogger("edgeq")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="edgeq: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeq")
+@click.option("-v", "--verbose", count=True, help="-v: steps; -vv: also what TF/LiteRT printed.")
+def cli(verbose: int) -> None:
+    """edgeq: full-integer TFLite models for phones, Raspberry Pis and microcontrollers."""
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Output directory (model.tflite, report.json, plan.json); written atomically.")
+@click.option("--calib", required=True, type=click.Path(path_type=Path),
+              help="Calibration .npz: one array per input (key = input name, or x).")
+@click.option("--eval", "eval_", type=click.Path(path_type=Path),
+              help="Evaluation .npz: inputs plus optional y (int labels or float targets).")
+@click.option("--mode", type=click.Choice(["int8", "int16x8", "mixed"]),
+              help="int8 everywhere; int16 activations everywhere; or int8 with chosen ops int16. "
+                   "Default: mixed if --int16/--plan is given, else int8.")
+@click.option("--int16", "int16", multiple=True, metavar="OPSPEC",
+              help="(mixed) An op type (BATCH_MATMUL) or a regex on op output names; repeatable.")
+@click.option("--plan", type=click.Path(path_type=Path), help="(mixed) A plan.json from edgeq search.")
+@click.option("--calibration", default="minmax", show_default=True,
+              help="Range estimate: minmax (absolute) or percentile:P (e.g. percentile:99.99).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 if any op is not integer-only or TFLite Micro cannot run the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
+def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str | None,
+            int16: tuple[str, ...], plan: Path | None, calibration: str, strict: bool,
+            as_json: bool) -> None:
+    """Quantise MODEL (.keras/.h5, SavedModel dir or float .tflite) to a full-integer .tflite."""
+    from .convert import ConvertConfig
+    from .convert import convert as run_convert
+    from .summary import convert_summary
+
+    cfg = ConvertConfig(model=model, out=out, calib=calib, eval=eval_, mode=mode, int16=int16,
+                        plan=plan, strict=strict, calibration=calibration,
+                        show_progress=not as_json)
+    result = run_convert(cfg)
+    click.echo(json.dumps(result.report, indent=2) if as_json else convert_summary(result.report))
+    if not as_json:
+        click.echo(f"\nwrote {out}/model.tflite, report.json, plan.json")
+    sys.exit(result.exit_code)
+
+
+def main() -> None:
+    """Entry point: EdgeqError -> one line on stderr and exit 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except EdgeqError as e:
+        click.echo(f"edgeq: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("edgeq: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""`edgeq convert`: model + calibration data -> full-integer .tflite + report.json (+ plan.json).
+
+Pipeline: load -> calibrate (once) -> choose precisions -> kernel truth -> quantise -> verify
+-> evaluate vs float -> TFLite Micro check -> write OUT atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_agent.tflm_child import run_tflm
+from device_agent.runtimes import default_tflm_arena
+
+from . import __version__
+from .calibrate import CalibrationMethod
+from .data import load_dataset
+from .errors import InputError
+from .evaluate import Outputs, compare, run_model
+from .fsutil import atomic_output_dir
+from .load import FloatModel, load_model
+from .opspec import select_ops
+from .plan import Plan, plan_indices
+from .quantize import Precision
+from .session import QuantSession, Quantized, resolve_precisions
+
+log = logging.getLogger("edgeq")
+MODES = ("int8", "int16x8", "mixed")
+TFLM_CHECK_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything `edgeq convert` needs; the CLI only fills this in."""
+
+    model: Path
+    out: Path | None
+    calib: Path
+    eval: Path | None = None
+    mode: str | None = None  # None: mixed when int16 ops or a plan are given, else int8
+    int16: tuple[str, ...] = ()
+    plan: Path | None = None
+    strict: bool = False
+    calibration: str = "minmax"
+    show_progress: bool = True
+
+    def resolved_mode(self) -> str:
+        if self.mode is None:
+            return "mixed" if (self.int16 or self.plan) else "int8"
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode '{self.mode}'; expected one of {', '.join(MODES)}")
+        if self.mode != "mixed" and (self.int16 or self.plan):
+            raise InputError(f"--int16/--plan choose ops for --mode mixed, not --mode {self.mode}")
+        return self.mode
+
+
+@dataclass
+class ConvertResult:
+    """The report, the quantised model and whether --strict found problems."""
+
+    report: dict[str, Any]
+    tflite: bytes
+    plan: Plan
+    strict_problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.strict_problems else 0
+
+
+def convert(cfg: ConvertConfig) -> ConvertResult:
+    """Run the whole conversion; writes OUT only if every step succeeded."""
+    started = time.perf_counter()
+    mode = cfg.resolved_mode()
+    method = CalibrationMethod.parse(cfg.calibration)
+    model = load_model(cfg.model)
+    calib = load_dataset(cfg.calib, model.inputs)
+    evald = load_dataset(cfg.eval, model.inputs, labels=True) if cfg.eval else None
+    session = QuantSession(model, calib, method, cfg.show_progress)
+    requested = _requested_int16(cfg, session)
+    wanted, default = resolve_precisions(session, mode, requested)
+    allowed, warnings = session.supported_int16(wanted)
+    t0 = time.perf_counter()
+    quantized = session.quantize(allowed, default)
+    quantize_s = time.perf_counter() - t0
+    warnings += [f"{o.op.op} '{o.op.name}' (node {o.op.index}): {o.reason}"
+                 for o in quantized.outcomes if o.reason and o.requested is Precision.INT16]
+    data = evald or calib
+    t0 = time.perf_counter()
+    float_out = run_model(model.tflite, data, cfg.show_progress, "float model")
+    quant_out = run_model(quantized.tflite, data, cfg.show_progress, "quantised model")
+    metrics = compare(float_out, quant_out, [s.name for s in model.outputs], data.y)
+    metrics["data"] = "eval" if evald else "calib"
+    metrics["samples"] = len(data)
+    evaluate_s = time.perf_counter() - t0
+    tflm = tflm_check(quantized.tflite, quant_out)
+    plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
+                        _plan_metrics(metrics))
+    report = build_report(cfg, mode, method, model, session, quantized, metrics, tflm, warnings)
+    report["timing_s"] = {"calibrate": round(session.calibration_s, 3),
+                          "quantize": round(quantize_s, 3), "evaluate": round(evaluate_s, 3),
+                          "total": round(time.perf_counter() - started, 3)}
+    problems = strict_problems(report) if cfg.strict else []
+    report["strict"] = {"enabled": cfg.strict, "ok": not problems, "problems": problems}
+    result = ConvertResult(report, quantized.tflite, plan, problems)
+    if cfg.out is not None:
+        write_outputs(cfg.out, result)
+    return result
+
+
+def _requested_int16(cfg: ConvertConfig, session: QuantSession) -> set[int]:
+    chosen = select_ops(cfg.int16, session.ops) if cfg.int16 else set()
+    if cfg.plan:
+        chosen |= plan_indices(Plan.load(cfg.plan), session.ops, str(cfg.plan))
+    return chosen
+
+
+def _plan_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {"sqnr_db": metrics["sqnr_db"]}
+    if metrics.get("task"):
+        out[metrics["task"]["metric"]] = metrics["task"]["value"]
+    return out
+
+
+def tflm_check(tflite: bytes, quant_out: Outputs) -> dict[str, Any]:
+    """Invoke the model in the real TFLM interpreter and compare with LiteRT in LSB."""
+    samples = quant_out.raw_inputs[:TFLM_CHECK_SAMPLES]
+    run = run_tflm(tflite, samples, default_tflm_arena(len(tflite)))
+    result: dict[str, Any] = {"runs": run.ok, "samples": len(samples),
+                              "arena_bytes": default_tflm_arena(len(tflite)), "version": run.version}
+    if not run.ok:
+        result["error"] = run.error
+        return result
+    diffs = []
+    for tflm_out, litert_raw in zip(run.outputs, quant_out.raw):
+        reference = litert_raw[: len(samples)].astype(np.int64)
+        got = tflm_out.reshape(reference.shape).astype(np.int64)
+        diffs.append(int(np.max(np.abs(got - reference))) if reference.size else 0)
+    result["max_abs_diff_lsb"] = max(diffs) if diffs else 0
+    result["max_abs_diff_lsb_per_output"] = diffs
+    return result
+
+
+def build_report(cfg: ConvertConfig, mode: str, method: CalibrationMethod, model: FloatModel,
+                 session: QuantSession, quantized: Quantized, metrics: dict[str, Any],
+                 tflm: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """report.json (DESIGN.md): per-op table, coverage, size, I/O quantisation, metrics, TFLM."""
+    from device_agent.runtimes import LiteRTRuntime
+
+    with LiteRTRuntime(quantized.tflite) as rt:
+        io = {"inputs": [s.to_dict() for s in rt.inputs()],
+              "outputs": [s.to_dict() for s in rt.outputs()]}
+    ops = [o.to_dict() for o in quantized.outcomes]
+    graph = quantized.outcomes
+    integer = sum(1 for o in graph if o.integer)
+    by_type: dict[str, dict[str, int]] = {}
+    for o in graph:
+        counts = by_type.setdefault(o.op.op, {})
+        counts[o.op.activation_dtype] = counts.get(o.op.activation_dtype, 0) + 1
+    return {
+        "edgeq_version": __version__,
+        "source": model.source,
+        "source_kind": model.kind,
+        "mode": mode,
+        "calibration": {"method": str(method), "samples": len(session.calib)},
+        "model": {"file": "model.tflite", "bytes": len(quantized.tflite),
+                  "float_bytes": len(model.tflite),
+                  "sha256": hashlib.sha256(quantized.tflite).hexdigest()},
+        "io": io,
+        "ops": ops,
+        "float_ops": [{"index": o.op.index, "op": o.op.op, "name": o.op.name, "reason": o.reason}
+                      for o in quantized.outcomes if not o.integer],
+        "summary": {"ops": len(graph), "integer_ops": integer,
+                    "integer_coverage_pct": round(100.0 * integer / max(len(graph), 1), 2),
+                    "int16_ops": len(quantized.int16_ops()), "by_type": by_type},
+        "metrics": metrics,
+        "tflm": tflm,
+        "warnings": warnings,
+    }
+
+
+def strict_problems(report: dict[str, Any]) -> list[str]:
+    """What --strict rejects: any op that is not integer-only, or a model TFLM cannot run."""
+    problems = [f"{o['op']} '{o['name']}' (node {o['index']}) is not integer-only: {o['reason']}"
+                for o in report["float_ops"]]
+    if not report["tflm"]["runs"]:
+        problems.append(f"TFLite Micro cannot run the model: {report['tflm'].get('error', '')}")
+    return problems
+
+
+def write_outputs(out: Path, result: ConvertResult) -> None:
+    """OUT/model.tflite, OUT/report.json, OUT/plan.json — all or nothing."""
+    with atomic_output_dir(out) as tmp:
+        (tmp / "model.tflite").write_bytes(result.tflite)
+        (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
+        (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
+
+

@@ -1,0 +1,85 @@
+"""The op table of a .tflite model: what each op is, what it produces, and in which dtype."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from device_agent.runtimes import LiteRTRuntime
+
+from .capture import captured_output
+
+# Ops the quantizer inserts at precision boundaries; they are not part of the user's graph.
+BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """One op of subgraph 0."""
+
+    index: int
+    op: str
+    outputs: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    activation_dtype: str  # dtype of its first output
+    weight_dtype: str | None  # dtype of its constant inputs, if any
+    input_dtypes: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The op's name: its first output tensor (what Keras layer names end up as)."""
+        return self.outputs[0] if self.outputs else f"op_{self.index}"
+
+    @property
+    def scope(self) -> str:
+        """litert-quantizer's key for recipe regexes: output names joined by ';' plus ';'."""
+        return "".join(f"{name};" for name in self.outputs)
+
+    @property
+    def fingerprint(self) -> str:
+        """Op type + output name + shapes: changes when the op is renamed, reshaped or removed."""
+        text = f"{self.op}|{self.name}|{self.input_shapes}|{self.output_shapes}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "op": self.op, "name": self.name,
+                "activation_dtype": self.activation_dtype, "weight_dtype": self.weight_dtype,
+                "output_shapes": [list(s) for s in self.output_shapes],
+                "fingerprint": self.fingerprint}
+
+
+def read_ops(tflite: bytes) -> list[OpInfo]:
+    """Every op of the main subgraph, in execution order."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        interp = rt.interpreter
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
+        ops = interp._get_ops_details()  # noqa: SLF001 - the only op-level API LiteRT exposes
+    produced = {int(i) for op in ops for i in op["outputs"]}
+    graph_inputs = {d["index"] for d in interp.get_input_details()}
+    table = []
+    for op in ops:
+        ins = [int(i) for i in op["inputs"] if int(i) >= 0]
+        outs = [int(i) for i in op["outputs"] if int(i) >= 0]
+        constants = [i for i in ins if i not in produced and i not in graph_inputs]
+        weight_dtypes = {np.dtype(tensors[i]["dtype"]).name for i in constants
+                         if np.dtype(tensors[i]["dtype"]).name not in ("int32", "int64")}
+        table.append(OpInfo(
+            index=int(op["index"]),
+            op=op["op_name"],
+            outputs=tuple(tensors[i]["name"] for i in outs),
+            input_shapes=tuple(tuple(int(d) for d in tensors[i]["shape"]) for i in ins),
+            output_shapes=tuple(tuple(int(d) for d in tensors[i]["shape"]) for i in outs),
+            activation_dtype=np.dtype(tensors[outs[0]]["dtype"]).name if outs else "none",
+            weight_dtype=",".join(sorted(weight_dtypes)) or None,
+            input_dtypes=tuple(np.dtype(tensors[i]["dtype"]).name for i in ins),
+        ))
+    return table
+
+
+def graph_ops(tflite: bytes) -> list[OpInfo]:
+    """The user's ops only (without inserted QUANTIZE/DEQUANTIZE boundary ops)."""
+    return [op for op in read_ops(tflite) if op.op not in BOUNDARY_OPS]

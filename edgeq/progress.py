@@ -1,0 +1,19 @@
+"""Progress bars on stderr for work that takes more than a moment (hidden when not a TTY)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], label: str, enabled: bool = True) -> Iterator[T]:
+    """Wrap `items` in a tqdm bar that appears only after 1 s and only on a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc=label, delay=1.0, leave=False, file=sys.stderr)

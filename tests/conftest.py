@@ -1,0 +1,69 @@
+"""Fixtures: tiny real models (built in seconds) and the bundled examples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+BUNDLED = ("digits_attention", "digits_cnn", "diabetes_regression")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test session learns int16 kernel support from scratch (no user cache)."""
+    os.environ["EDGEQ_CACHE_DIR"] = str(tmp_path_factory.mktemp("kernel-cache"))
+
+
+def bundled(name: str) -> tuple[Path, Path, Path]:
+    """(model, calib.npz, eval.npz) of a bundled example."""
+    return (EXAMPLES / f"{name}.keras", EXAMPLES / f"{name}_calib.npz",
+            EXAMPLES / f"{name}_eval.npz")
+
+
+@pytest.fixture(scope="session")
+def multi_input_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Token ids (int32, embedded) + a float feature vector -> 3 classes."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    feats = keras.Input((4,), name="feats")
+    emb = keras.layers.Flatten()(keras.layers.Embedding(20, 4)(ids))
+    out = keras.layers.Dense(3)(keras.layers.Concatenate()([emb, keras.layers.Dense(8)(feats)]))
+    model = keras.Model([ids, feats], out)
+    root = tmp_path_factory.mktemp("multi")
+    model.save(root / "multi.keras")
+    rng = np.random.default_rng(0)
+    np.savez(root / "calib.npz", ids=rng.integers(0, 20, (16, 6)).astype(np.int32),
+             feats=rng.normal(size=(16, 4)).astype(np.float32))
+    return root / "multi.keras", root / "calib.npz"
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled CNN exported as a SavedModel directory (dynamic batch)."""
+    import keras
+
+    model = keras.models.load_model(bundled("digits_cnn")[0], compile=False)
+    path = tmp_path_factory.mktemp("sm") / "cnn_savedmodel"
+    model.export(str(path), verbose=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def float_tflite_dynamic_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled CNN as a float .tflite whose batch dimension is dynamic (-1)."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.models.load_model(bundled("digits_cnn")[0], compile=False)
+    path = tmp_path_factory.mktemp("tfl") / "cnn_float.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path

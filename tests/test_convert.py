@@ -1,0 +1,151 @@
+"""Real conversions of real models: dtypes per mode, quality vs the plain converter, TFLM."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BUNDLED, bundled
+
+from device_agent.runtimes import LiteRTRuntime
+from edgeq.baseline import plain_tf_int8
+from edgeq.convert import ConvertConfig, convert
+from edgeq.data import load_dataset
+from edgeq.evaluate import compare, run_model
+from edgeq.graph import read_ops
+from edgeq.load import load_model
+
+
+def _convert(name: str, out: Path | None = None, **kwargs) -> dict:
+    model, calib, evalf = bundled(name)
+    cfg = ConvertConfig(model, out, calib, evalf, show_progress=False, **kwargs)
+    return convert(cfg)
+
+
+@pytest.fixture(scope="module")
+def attention_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("att")
+    return {mode: _convert("digits_attention", root / mode, mode=mode)
+            for mode in ("int8", "int16x8")}
+
+
+def _activation_dtypes(tflite: bytes) -> set[str]:
+    return {op.activation_dtype for op in read_ops(tflite) if op.op not in ("QUANTIZE", "DEQUANTIZE")}
+
+
+def test_int8_mode_has_int8_io_and_ops(attention_results: dict) -> None:
+    result = attention_results["int8"]
+    with LiteRTRuntime(result.tflite) as rt:
+        assert [s.dtype for s in rt.inputs() + rt.outputs()] == ["int8", "int8"]
+    # NEG has no int8 rule in litert-quantizer: the only float ops, and the report says why.
+    float_ops = result.report["float_ops"]
+    assert {o["op"] for o in float_ops} == {"NEG"}
+    assert all("NEG" in o["reason"] for o in float_ops)
+    assert _activation_dtypes(result.tflite) == {"int8", "float32"}
+
+
+def test_int16x8_mode_has_int16_io_and_keeps_unsupported_ops_int8(attention_results: dict) -> None:
+    result = attention_results["int16x8"]
+    with LiteRTRuntime(result.tflite) as rt:
+        assert [s.dtype for s in rt.inputs() + rt.outputs()] == ["int16", "int16"]
+    by_type = result.report["summary"]["by_type"]
+    assert by_type["SOFTMAX"] == {"int16": 1} and by_type["BATCH_MATMUL"] == {"int16": 2}
+    # SQUARED_DIFFERENCE has no a16w8 rule: int8, with a warning naming it.
+    assert by_type["SQUARED_DIFFERENCE"] == {"int8": 2}
+    assert any("SQUARED_DIFFERENCE" in w and "int8" in w for w in result.report["warnings"])
+
+
+def test_int16x8_beats_int8_where_int8_is_weak(tmp_path: Path) -> None:
+    """Raw wide-range regression inputs: int8 loses precision that int16 keeps."""
+    int8 = _convert("diabetes_regression", mode="int8").report["metrics"]["sqnr_db"]
+    int16 = _convert("diabetes_regression", mode="int16x8").report["metrics"]["sqnr_db"]
+    assert int16 > int8 + 3.0
+
+
+def test_mixed_mode_puts_only_named_ops_in_int16(tmp_path: Path) -> None:
+    result = _convert("digits_attention", tmp_path / "out", int16=("SOFTMAX",))
+    int16 = [o for o in result.report["ops"] if o["activation_dtype"] == "int16"]
+    assert [o["op"] for o in int16] == ["SOFTMAX"]
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert [e["op"] for e in plan["int16"]] == ["SOFTMAX"]
+    # the plan written by convert reproduces the same model
+    again = _convert("digits_attention", plan=tmp_path / "out" / "plan.json")
+    assert again.tflite == result.tflite
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_int8_quality_at_least_plain_converter(name: str) -> None:
+    """Quality bar: edgeq int8 SQNR >= plain TFLiteConverter int8 SQNR - 0.5 dB."""
+    model_path, calib_path, eval_path = bundled(name)
+    model = load_model(model_path)
+    calib = load_dataset(calib_path, model.inputs)
+    evald = load_dataset(eval_path, model.inputs, labels=True)
+    reference = run_model(model.tflite, evald)
+    plain = compare(reference, run_model(plain_tf_int8(model_path, calib), evald), ["y"], evald.y)
+    ours = _convert(name, mode="int8").report["metrics"]
+    assert ours["sqnr_db"] >= plain["sqnr_db"] - 0.5, (ours["sqnr_db"], plain["sqnr_db"])
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_tflm_runs_and_agrees_with_litert(mode: str) -> None:
+    tflm = _convert("digits_cnn", mode=mode).report["tflm"]
+    assert tflm["runs"], tflm
+    assert tflm["samples"] == 16
+    assert 0 <= tflm["max_abs_diff_lsb"] <= 2
+
+
+def test_report_fields_are_consistent(attention_results: dict, tmp_path_factory) -> None:
+    result = attention_results["int8"]
+    report = result.report
+    summary = report["summary"]
+    assert summary["ops"] == len(report["ops"])
+    integer = sum(1 for o in report["ops"] if o["activation_dtype"] != "float32")
+    assert summary["integer_ops"] == integer
+    assert summary["integer_coverage_pct"] == pytest.approx(100 * integer / summary["ops"], abs=0.01)
+    assert report["model"]["bytes"] == len(result.tflite)
+    assert report["model"]["sha256"] == hashlib.sha256(result.tflite).hexdigest()
+    metrics = report["metrics"]
+    assert metrics["data"] == "eval" and metrics["samples"] == 360
+    assert metrics["task"]["metric"] == "accuracy" and 0.0 <= metrics["task"]["value"] <= 1.0
+    assert 0.9 < metrics["outputs"][0]["cosine"] <= 1.0
+    for spec in report["io"]["inputs"] + report["io"]["outputs"]:
+        assert spec["scale"] > 0 and spec["dtype"] == "int8"
+
+
+def test_written_files_match_the_result(tmp_path: Path) -> None:
+    result = _convert("digits_cnn", tmp_path / "out")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "plan.json", "report.json"]
+    assert (out / "model.tflite").read_bytes() == result.tflite
+    assert json.loads((out / "report.json").read_text())["model"]["sha256"] == \
+        hashlib.sha256(result.tflite).hexdigest()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_multi_input_keeps_int_ids_int32(multi_input_model) -> None:
+    model, calib = multi_input_model
+    result = convert(ConvertConfig(model, None, calib, show_progress=False))
+    dtypes = {s["name"]: s["dtype"] for s in result.report["io"]["inputs"]}
+    assert dtypes == {"ids": "int32", "feats": "int8"}
+    # Keras' Embedding lowers to LESS/ADD/SELECT (negative-index wrap); TFLM has no SELECT,
+    # and the report names it instead of pretending the model runs there.
+    tflm = result.report["tflm"]
+    assert not tflm["runs"] and "SELECT" in tflm["error"]
+
+
+@pytest.mark.parametrize("fixture", ["saved_model_dir", "float_tflite_dynamic_batch"])
+def test_savedmodel_and_float_tflite_inputs(fixture: str, request) -> None:
+    model = request.getfixturevalue(fixture)
+    _, calib, evalf = bundled("digits_cnn")
+    result = convert(ConvertConfig(model, None, calib, evalf, show_progress=False))
+    assert result.report["io"]["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert result.report["metrics"]["task"]["value"] > 0.9
+
+
+def test_percentile_calibration_changes_ranges() -> None:
+    minmax = _convert("digits_cnn").report["io"]["outputs"][0]["scale"]
+    pct = _convert("digits_cnn", calibration="percentile:99").report["io"]["outputs"][0]["scale"]
+    assert pct < minmax

@@ -1,0 +1,43 @@
+"""Plans are data keyed by op fingerprints; a stale entry is named, never silently dropped."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import bundled
+
+from edgeq.errors import InputError, PlanError
+from edgeq.graph import read_ops
+from edgeq.load import load_model
+from edgeq.plan import Plan, check_plan, plan_indices
+
+
+@pytest.fixture(scope="module")
+def attention_ops():
+    return read_ops(load_model(bundled("digits_attention")[0]).tflite)
+
+
+def test_plan_round_trips_through_json(attention_ops) -> None:
+    softmax = [op for op in attention_ops if op.op == "SOFTMAX"]
+    plan = Plan.for_ops(attention_ops, softmax, {"sqnr_db": 30.0})
+    again = Plan.from_dict(plan.to_dict())
+    assert again == plan
+    assert plan_indices(again, attention_ops, "p") == {softmax[0].index}
+
+
+def test_fingerprints_are_stable_across_loads(attention_ops) -> None:
+    again = read_ops(load_model(bundled("digits_attention")[0]).tflite)
+    assert [o.fingerprint for o in again] == [o.fingerprint for o in attention_ops]
+
+
+def test_stale_entry_is_listed(attention_ops) -> None:
+    cnn_ops = read_ops(load_model(bundled("digits_cnn")[0]).tflite)
+    plan = Plan.for_ops(attention_ops, [op for op in attention_ops if op.op == "SOFTMAX"])
+    result = check_plan(plan, cnn_ops)
+    assert not result.ok and "SOFTMAX" in result.describe()
+    with pytest.raises(PlanError, match="1 of 1 entries stale"):
+        plan_indices(plan, cnn_ops, "plan.json")
+
+
+def test_not_a_plan_is_rejected() -> None:
+    with pytest.raises(InputError, match="not an edgeq plan"):
+        Plan.from_dict({"format": "other"})
