@@ -26,6 +26,15 @@ def _split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     return train_test_split(x, y, test_size=0.2, random_state=SEED)
 
 
+def _fit_classifier(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, epochs=40, batch_size=32, verbose=0)
+
+
 def digits_attention() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A one-block transformer over the 8 rows of a digit image (8 tokens x 8 features)."""
     digits = load_digits()
@@ -39,12 +48,7 @@ def digits_attention() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray,
     h = keras.layers.LayerNormalization()(h + ffn)
     out = keras.layers.Dense(10)(keras.layers.Flatten()(h))
     model = keras.Model(inp, out, name="digits_attention")
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x_train, y_train, epochs=40, batch_size=32, verbose=0)
+    _fit_classifier(model, x_train, y_train)
     return model, x_train, x_test, y_train, y_test
 
 
@@ -64,12 +68,7 @@ def digits_cnn() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, np.nd
         ],
         name="digits_cnn",
     )
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x_train, y_train, epochs=40, batch_size=32, verbose=0)
+    _fit_classifier(model, x_train, y_train)
     return model, x_train, x_test, y_train, y_test
 
 

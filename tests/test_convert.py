@@ -149,3 +149,15 @@ def test_percentile_calibration_changes_ranges() -> None:
     minmax = _convert("digits_cnn").report["io"]["outputs"][0]["scale"]
     pct = _convert("digits_cnn", calibration="percentile:99").report["io"]["outputs"][0]["scale"]
     assert pct < minmax
+
+
+def test_dynamic_non_batch_dimension_is_a_clear_error(tmp_path: Path) -> None:
+    import keras
+
+    from edgeq.errors import ModelError
+
+    inp = keras.Input((None, 8), name="x")
+    path = tmp_path / "dyn.keras"
+    keras.Model(inp, keras.layers.Dense(2)(inp)).save(path)
+    with pytest.raises(ModelError, match=r"input 'x' has dynamic shape \[None, None, 8\]"):
+        load_model(path)
