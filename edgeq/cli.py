@@ -65,6 +65,35 @@ def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str |
     sys.exit(result.exit_code)
 
 
+@cli.group()
+def plan() -> None:
+    """Precision plans (plan.json): check them against a model."""
+
+
+@plan.command("check")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("plan_file", metavar="PLAN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the check as JSON.")
+def plan_check(model: Path, plan_file: Path, as_json: bool) -> None:
+    """Exit 0 if PLAN still matches MODEL; else 1 with removed / renamed / new ops."""
+    from .graph import read_ops
+    from .load import load_model
+    from .plan import Plan, check_plan
+
+    loaded = Plan.load(plan_file)
+    result = check_plan(loaded, read_ops(load_model(model).tflite))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif result.ok:
+        click.echo(f"{plan_file}: all {len(loaded.int16)} int16 entries match {model}")
+    else:
+        click.echo(f"{plan_file}: does not match {model}: {len(result.stale)} of "
+                   f"{len(loaded.int16)} int16 entries stale")
+        for line in result.describe().split("; "):
+            click.echo(f"  {line}")
+    sys.exit(0 if result.ok else 1)
+
+
 def main() -> None:
     """Entry point: EdgeqError -> one line on stderr and exit 2."""
     try:

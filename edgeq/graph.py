@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,10 @@ import numpy as np
 from device_agent.runtimes import LiteRTRuntime
 
 from .capture import captured_output
+
+# Keras numbers its auto-named models per process ("functional_6/..."): the same model saved
+# from another session gets other numbers, so fingerprints drop them.
+_KERAS_MODEL_SCOPE = re.compile(r"(?<![^/;])(functional|sequential)(?:_\d+)*(?=/)")
 
 # Ops the quantizer inserts at precision boundaries; they are not part of the user's graph.
 BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -40,9 +45,20 @@ class OpInfo:
         return "".join(f"{name};" for name in self.outputs)
 
     @property
+    def stable_name(self) -> str:
+        """The name without Keras' per-process model counters."""
+        return _KERAS_MODEL_SCOPE.sub(r"\1", self.name)
+
+    @property
+    def shape_key(self) -> str:
+        """Op type + shapes, without the name: how a renamed op is recognised."""
+        text = f"{self.op}|{self.input_shapes}|{self.output_shapes}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
     def fingerprint(self) -> str:
         """Op type + output name + shapes: changes when the op is renamed, reshaped or removed."""
-        text = f"{self.op}|{self.name}|{self.input_shapes}|{self.output_shapes}"
+        text = f"{self.op}|{self.stable_name}|{self.input_shapes}|{self.output_shapes}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

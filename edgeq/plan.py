@@ -1,8 +1,8 @@
 """Precision plans as data: which ops run with int16 activations, keyed by op fingerprints.
 
-A plan names ops by fingerprint (op type + output tensor name + shapes), so when the model
-changes, `check` lists exactly which entries no longer match — a plan never silently stops
-applying.
+A plan names ops by fingerprint (op type + output tensor name + shapes) and remembers every op
+of the graph it was made for, so when the model changes `check_plan` lists exactly which ops were
+removed, renamed or added — a plan never silently stops applying.
 """
 
 from __future__ import annotations
@@ -27,13 +27,19 @@ class OpRef:
     op: str
     name: str
     fingerprint: str
+    shape_key: str = ""
 
     @classmethod
     def of(cls, op: OpInfo) -> OpRef:
-        return cls(op.op, op.name, op.fingerprint)
+        return cls(op.op, op.name, op.fingerprint, op.shape_key)
 
     def to_dict(self) -> dict[str, str]:
-        return {"op": self.op, "name": self.name, "fingerprint": self.fingerprint}
+        return {"op": self.op, "name": self.name, "fingerprint": self.fingerprint,
+                "shape_key": self.shape_key}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpRef:
+        return cls(d["op"], d["name"], d["fingerprint"], d.get("shape_key", ""))
 
 
 def model_fingerprint(ops: list[OpInfo]) -> str:
@@ -47,6 +53,7 @@ class Plan:
 
     model_fingerprint: str
     int16: tuple[OpRef, ...]
+    graph: tuple[OpRef, ...] = ()  # every op of the model the plan was made for
     default: str = "int8"
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -54,12 +61,13 @@ class Plan:
     def for_ops(cls, all_ops: list[OpInfo], int16_ops: list[OpInfo],
                 metrics: dict[str, Any] | None = None) -> Plan:
         return cls(model_fingerprint(all_ops), tuple(OpRef.of(o) for o in int16_ops),
-                   metrics=metrics or {})
+                   tuple(OpRef.of(o) for o in all_ops), metrics=metrics or {})
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "schema_version": PLAN_SCHEMA_VERSION,
                 "model_fingerprint": self.model_fingerprint, "default": self.default,
-                "int16": [r.to_dict() for r in self.int16], "metrics": self.metrics}
+                "int16": [r.to_dict() for r in self.int16], "metrics": self.metrics,
+                "graph": [r.to_dict() for r in self.graph]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "plan") -> Plan:
@@ -67,11 +75,12 @@ class Plan:
             raise InputError(f"{source}: not an edgeq plan (expected format '{PLAN_FORMAT}', "
                              f"schema_version {PLAN_SCHEMA_VERSION})")
         try:
-            refs = tuple(OpRef(e["op"], e["name"], e["fingerprint"]) for e in d["int16"])
-            return cls(d["model_fingerprint"], refs, d.get("default", "int8"), d.get("metrics", {}))
+            return cls(d["model_fingerprint"], tuple(OpRef.from_dict(e) for e in d["int16"]),
+                       tuple(OpRef.from_dict(e) for e in d.get("graph", [])),
+                       d.get("default", "int8"), d.get("metrics", {}))
         except (KeyError, TypeError) as e:
-            raise InputError(f"{source}: malformed plan entry ({e}); each int16 entry needs "
-                             "op, name and fingerprint") from e
+            raise InputError(f"{source}: malformed plan entry ({e}); each entry needs op, name "
+                             "and fingerprint") from e
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
@@ -86,31 +95,64 @@ class Plan:
 
 @dataclass(frozen=True)
 class PlanCheck:
-    """How a plan matches a model: matched op indices and entries that no longer match."""
+    """How a plan matches a model now."""
 
-    matched: dict[str, int]  # fingerprint -> op index
-    stale: tuple[OpRef, ...]  # entries with no op of that fingerprint (renamed, reshaped, removed)
+    matched: dict[str, int]  # int16 entry fingerprint -> op index in the model
+    stale: tuple[OpRef, ...]  # int16 entries with no op of that fingerprint
+    removed: tuple[OpRef, ...]  # ops of the plan's graph that are gone
+    renamed: tuple[tuple[OpRef, OpInfo], ...]  # same op type and shapes, other name
+    new: tuple[OpInfo, ...]  # ops the plan's graph did not have
 
     @property
     def ok(self) -> bool:
-        return not self.stale
+        """Every int16 entry matches and the graph has not changed."""
+        return not (self.stale or self.removed or self.renamed or self.new)
 
     def describe(self) -> str:
-        return "; ".join(f"{ref.op} '{ref.name}'" for ref in self.stale)
+        stale = {r.fingerprint for r in self.stale}
+        mark = lambda ref: " [int16]" if ref.fingerprint in stale else ""  # noqa: E731
+        parts = [f"renamed {ref.op} '{ref.name}' -> '{op.name}'{mark(ref)}"
+                 for ref, op in self.renamed]
+        parts += [f"removed {ref.op} '{ref.name}'{mark(ref)}" for ref in self.removed]
+        parts += [f"new {op.op} '{op.name}'" for op in self.new]
+        listed = {r.fingerprint for r in self.removed} | {r.fingerprint for r, _ in self.renamed}
+        parts += [f"missing int16 {r.op} '{r.name}'" for r in self.stale if r.fingerprint not in listed]
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "matched_int16": len(self.matched),
+                "stale_int16": [r.to_dict() for r in self.stale],
+                "removed": [r.to_dict() for r in self.removed],
+                "renamed": [{"from": r.to_dict(), "to": OpRef.of(o).to_dict()}
+                            for r, o in self.renamed],
+                "new": [OpRef.of(o).to_dict() for o in self.new]}
 
 
 def check_plan(plan: Plan, ops: list[OpInfo]) -> PlanCheck:
-    """Match every plan entry to the model's ops by fingerprint."""
+    """Match the plan's int16 entries and graph to the model's ops."""
     by_fp = {op.fingerprint: op for op in ops}
     matched = {r.fingerprint: by_fp[r.fingerprint].index for r in plan.int16 if r.fingerprint in by_fp}
-    return PlanCheck(matched, tuple(r for r in plan.int16 if r.fingerprint not in by_fp))
+    stale = tuple(r for r in plan.int16 if r.fingerprint not in by_fp)
+    graph = plan.graph or plan.int16
+    known = {r.fingerprint for r in graph}
+    gone = [r for r in graph if r.fingerprint not in by_fp]
+    added = [op for op in ops if op.fingerprint not in known] if plan.graph else []
+    renamed, removed = [], []
+    for ref in gone:  # pair by op type + shapes, in graph order
+        twin = next((op for op in added if ref.shape_key and op.shape_key == ref.shape_key), None)
+        if twin is None:
+            removed.append(ref)
+        else:
+            added.remove(twin)
+            renamed.append((ref, twin))
+    return PlanCheck(matched, stale, tuple(removed), tuple(renamed), tuple(added))
 
 
 def plan_indices(plan: Plan, ops: list[OpInfo], source: str) -> set[int]:
-    """Op indices the plan puts in int16; raises PlanError listing stale entries."""
+    """Op indices the plan puts in int16; raises PlanError listing the drift when it is stale."""
     result = check_plan(plan, ops)
     if not result.ok:
         raise PlanError(f"{source} does not match this model ({len(result.stale)} of "
-                        f"{len(plan.int16)} entries stale: {result.describe()}); re-run "
-                        "`edgeq search` or fix the plan")
+                        f"{len(plan.int16)} int16 entries stale; {result.describe()}); re-run "
+                        "`edgeq search` or check with `edgeq plan check`")
     return set(result.matched.values())

@@ -34,10 +34,54 @@ def test_stale_entry_is_listed(attention_ops) -> None:
     plan = Plan.for_ops(attention_ops, [op for op in attention_ops if op.op == "SOFTMAX"])
     result = check_plan(plan, cnn_ops)
     assert not result.ok and "SOFTMAX" in result.describe()
-    with pytest.raises(PlanError, match="1 of 1 entries stale"):
+    with pytest.raises(PlanError, match="1 of 1 int16 entries stale"):
         plan_indices(plan, cnn_ops, "plan.json")
 
 
 def test_not_a_plan_is_rejected() -> None:
     with pytest.raises(InputError, match="not an edgeq plan"):
         Plan.from_dict({"format": "other"})
+
+
+def _save_mlp(path, head_name: str = "head", extra_layer: bool = False):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,), name="x")
+    h = keras.layers.Dense(8, activation="relu", name="body")(inp)
+    if extra_layer:
+        h = keras.layers.Dense(8, activation="relu", name="extra")(h)
+    out = keras.layers.Softmax(name="probs")(keras.layers.Dense(3, name=head_name)(h))
+    keras.Model(inp, out).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlp_plan(tmp_path_factory):
+    """A plan with the softmax in int16, made for the original MLP."""
+    root = tmp_path_factory.mktemp("mlp")
+    ops = read_ops(load_model(_save_mlp(root / "v1.keras")).tflite)
+    plan = Plan.for_ops(ops, [op for op in ops if op.op == "SOFTMAX"])
+    path = root / "plan.json"
+    path.write_text(__import__("json").dumps(plan.to_dict()))
+    return root, path
+
+
+# columns: variant of the model, expected exit code, words the report must contain
+PLAN_CHECK_CASES = [
+    ("same model re-exported", {}, 0, ["all 1 int16 entries match"]),
+    ("renamed head layer", {"head_name": "classifier"}, 1, ["renamed FULLY_CONNECTED", "classifier"]),
+    ("added layer", {"extra_layer": True}, 1, ["new FULLY_CONNECTED", "extra"]),
+]
+
+
+@pytest.mark.parametrize("case,variant,code,words", PLAN_CHECK_CASES, ids=[c[0] for c in PLAN_CHECK_CASES])
+def test_plan_check_cli(case, variant, code, words, mlp_plan, capsys) -> None:
+    from test_cli import run_cli
+
+    root, plan_path = mlp_plan
+    model = _save_mlp(root / f"{case.replace(' ', '_')}.keras", **variant)
+    got, out, err = run_cli(["plan", "check", str(model), str(plan_path)], capsys)
+    assert got == code, out + err
+    for word in words:
+        assert word in out, out
