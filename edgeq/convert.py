@@ -103,7 +103,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     tflm = tflm_check(quantized.tflite, quant_out)
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
                         _plan_metrics(metrics))
-    report = build_report(cfg, mode, method, model, session, quantized, metrics, tflm, warnings)
+    report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings)
     report["timing_s"] = {"calibrate": round(session.calibration_s, 3),
                           "quantize": round(quantize_s, 3), "evaluate": round(evaluate_s, 3),
                           "total": round(time.perf_counter() - started, 3)}
@@ -148,7 +148,7 @@ def tflm_check(tflite: bytes, quant_out: Outputs) -> dict[str, Any]:
     return result
 
 
-def build_report(cfg: ConvertConfig, mode: str, method: CalibrationMethod, model: FloatModel,
+def build_report(mode: str, method: CalibrationMethod, model: FloatModel,
                  session: QuantSession, quantized: Quantized, metrics: dict[str, Any],
                  tflm: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     """report.json (DESIGN.md): per-op table, coverage, size, I/O quantisation, metrics, TFLM."""
@@ -157,7 +157,6 @@ def build_report(cfg: ConvertConfig, mode: str, method: CalibrationMethod, model
     with LiteRTRuntime(quantized.tflite) as rt:
         io = {"inputs": [s.to_dict() for s in rt.inputs()],
               "outputs": [s.to_dict() for s in rt.outputs()]}
-    ops = [o.to_dict() for o in quantized.outcomes]
     graph = quantized.outcomes
     integer = sum(1 for o in graph if o.integer)
     by_type: dict[str, dict[str, int]] = {}
@@ -174,9 +173,9 @@ def build_report(cfg: ConvertConfig, mode: str, method: CalibrationMethod, model
                   "float_bytes": len(model.tflite),
                   "sha256": hashlib.sha256(quantized.tflite).hexdigest()},
         "io": io,
-        "ops": ops,
+        "ops": [o.to_dict() for o in graph],
         "float_ops": [{"index": o.op.index, "op": o.op.op, "name": o.op.name, "reason": o.reason}
-                      for o in quantized.outcomes if not o.integer],
+                      for o in graph if not o.integer],
         "summary": {"ops": len(graph), "integer_ops": integer,
                     "integer_coverage_pct": round(100.0 * integer / max(len(graph), 1), 2),
                     "int16_ops": len(quantized.int16_ops()), "by_type": by_type},

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .calibrate import CalibrationMethod, Statistics, calibrate
@@ -27,7 +27,6 @@ class Quantized:
     tflite: bytes
     recipe: list[dict[str, Any]]
     outcomes: list[OpOutcome]
-    warnings: list[str] = field(default_factory=list)
 
     def int16_ops(self) -> list[OpOutcome]:
         return [o for o in self.outcomes if o.op.activation_dtype == "int16"]
