@@ -83,13 +83,18 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     model = load_model(cfg.model)
     calib = load_dataset(cfg.calib, model.inputs)
     evald = load_dataset(cfg.eval, model.inputs, labels=True) if cfg.eval else None
+    log.info("loaded %s (%s): %d inputs, %d outputs, float %d bytes", model.source, model.kind,
+             len(model.inputs), len(model.outputs), len(model.tflite))
     session = QuantSession(model, calib, method, cfg.show_progress)
+    log.info("calibrated (%s) on %d samples in %.2f s", method, len(calib), session.calibration_s)
     requested = _requested_int16(cfg, session)
     wanted, default = resolve_precisions(session, mode, requested)
     allowed, warnings = session.supported_int16(wanted)
     t0 = time.perf_counter()
     quantized = session.quantize(allowed, default)
     quantize_s = time.perf_counter() - t0
+    log.info("quantised (%s, %d int16 ops) in %.2f s: %d bytes", mode,
+             len(quantized.int16_ops()), quantize_s, len(quantized.tflite))
     warnings += [f"{o.op.op} '{o.op.name}' (node {o.op.index}): {o.reason}"
                  for o in quantized.outcomes if o.reason and o.requested is Precision.INT16]
     data = evald or calib
@@ -100,7 +105,10 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     metrics["data"] = "eval" if evald else "calib"
     metrics["samples"] = len(data)
     evaluate_s = time.perf_counter() - t0
+    log.info("evaluated on %d %s samples in %.2f s: min output SQNR %.2f dB", len(data),
+             metrics["data"], evaluate_s, metrics["sqnr_db"])
     tflm = tflm_check(quantized.tflite, quant_out)
+    log.info("TFLite Micro: %s", "runs" if tflm["runs"] else f"fails ({tflm.get('error')})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
                         _plan_metrics(metrics))
     report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings)
