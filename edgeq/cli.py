@@ -89,7 +89,7 @@ def plan_check(model: Path, plan_file: Path, as_json: bool) -> None:
     else:
         click.echo(f"{plan_file}: does not match {model}: {len(result.stale)} of "
                    f"{len(loaded.int16)} int16 entries stale")
-        for line in result.describe().split("; "):
+        for line in result.drift():
             click.echo(f"  {line}")
     sys.exit(0 if result.ok else 1)
 

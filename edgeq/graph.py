@@ -21,6 +21,10 @@ _KERAS_MODEL_SCOPE = re.compile(r"(?<![^/;])(functional|sequential)(?:_\d+)*(?=/
 BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class OpInfo:
     """One op of subgraph 0."""
@@ -52,14 +56,12 @@ class OpInfo:
     @property
     def shape_key(self) -> str:
         """Op type + shapes, without the name: how a renamed op is recognised."""
-        text = f"{self.op}|{self.input_shapes}|{self.output_shapes}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(f"{self.op}|{self.input_shapes}|{self.output_shapes}")
 
     @property
     def fingerprint(self) -> str:
         """Op type + output name + shapes: changes when the op is renamed, reshaped or removed."""
-        text = f"{self.op}|{self.stable_name}|{self.input_shapes}|{self.output_shapes}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(f"{self.op}|{self.stable_name}|{self.input_shapes}|{self.output_shapes}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "op": self.op, "name": self.name,

@@ -108,16 +108,23 @@ class PlanCheck:
         """Every int16 entry matches and the graph has not changed."""
         return not (self.stale or self.removed or self.renamed or self.new)
 
-    def describe(self) -> str:
+    def drift(self) -> list[str]:
+        """One line per renamed, removed or new op, and per int16 entry that no longer matches."""
         stale = {r.fingerprint for r in self.stale}
-        mark = lambda ref: " [int16]" if ref.fingerprint in stale else ""  # noqa: E731
-        parts = [f"renamed {ref.op} '{ref.name}' -> '{op.name}'{mark(ref)}"
+
+        def mark(ref: OpRef) -> str:
+            return " [int16]" if ref.fingerprint in stale else ""
+
+        lines = [f"renamed {ref.op} '{ref.name}' -> '{op.name}'{mark(ref)}"
                  for ref, op in self.renamed]
-        parts += [f"removed {ref.op} '{ref.name}'{mark(ref)}" for ref in self.removed]
-        parts += [f"new {op.op} '{op.name}'" for op in self.new]
+        lines += [f"removed {ref.op} '{ref.name}'{mark(ref)}" for ref in self.removed]
+        lines += [f"new {op.op} '{op.name}'" for op in self.new]
         listed = {r.fingerprint for r in self.removed} | {r.fingerprint for r, _ in self.renamed}
-        parts += [f"missing int16 {r.op} '{r.name}'" for r in self.stale if r.fingerprint not in listed]
-        return "; ".join(parts)
+        lines += [f"missing int16 {r.op} '{r.name}'" for r in self.stale if r.fingerprint not in listed]
+        return lines
+
+    def describe(self) -> str:
+        return "; ".join(self.drift())
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "matched_int16": len(self.matched),
