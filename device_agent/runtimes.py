@@ -81,7 +81,7 @@ class Runtime(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def _spec_from_details(d: dict[str, Any], name: str | None = None) -> TensorSpec:
+def spec_from_details(d: dict[str, Any], name: str | None = None) -> TensorSpec:
     scale, zero_point = d.get("quantization", (0.0, 0))
     params = d.get("quantization_parameters") or {}
     if not scale and len(params.get("scales", [])) == 1:
@@ -153,8 +153,8 @@ class _TfliteInterpreterRuntime(_RuntimeBase):
         in_names, out_names = _signature_names(self.interpreter)
         self._input_details = self.interpreter.get_input_details()
         self._output_details = self.interpreter.get_output_details()
-        self._inputs = [_spec_from_details(d, in_names.get(d["index"])) for d in self._input_details]
-        self._outputs = [_spec_from_details(d, out_names.get(d["index"])) for d in self._output_details]
+        self._inputs = [spec_from_details(d, in_names.get(d["index"])) for d in self._input_details]
+        self._outputs = [spec_from_details(d, out_names.get(d["index"])) for d in self._output_details]
 
     def infer(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         for arr, d in zip(self._check_inputs(inputs), self._input_details):
@@ -207,9 +207,9 @@ class TFLMRuntime(_RuntimeBase):
         self.arena_size = arena_size or default_tflm_arena(len(model))
         self.interpreter = tflm.Interpreter.from_bytes(bytes(model), arena_size=self.arena_size)
         n_in, n_out = _count_io(self.interpreter)
-        self._inputs = [_spec_from_details(self.interpreter.get_input_details(i), f"input_{i}")
+        self._inputs = [spec_from_details(self.interpreter.get_input_details(i), f"input_{i}")
                         for i in range(n_in)]
-        self._outputs = [_spec_from_details(self.interpreter.get_output_details(i), f"output_{i}")
+        self._outputs = [spec_from_details(self.interpreter.get_output_details(i), f"output_{i}")
                          for i in range(n_out)]
 
     def infer(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

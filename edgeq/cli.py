@@ -65,6 +65,77 @@ def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str |
     sys.exit(result.exit_code)
 
 
+def _study_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared by analyze/search
+    for option in reversed([
+        click.argument("model", type=click.Path(path_type=Path)),
+        click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+                     help="Output directory; written atomically."),
+        click.option("--calib", required=True, type=click.Path(path_type=Path),
+                     help="Calibration .npz (calibrated once for every plan tried)."),
+        click.option("--metric", type=click.Choice(["auto", "task", "sqnr"]), default="auto",
+                     show_default=True,
+                     help="Judge plans by accuracy/RMSE (needs y) or output SQNR vs float."),
+        click.option("--calibration", default="minmax", show_default=True,
+                     help="minmax or percentile:P."),
+        click.option("--no-groups", is_flag=True,
+                     help="Only single ops as candidates (no layer/block groups)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@_study_options
+@click.option("--eval", "eval_", type=click.Path(path_type=Path),
+              help="Evaluation .npz (inputs + optional y); default: the calibration data.")
+def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
+            as_json: bool, eval_: Path | None) -> None:
+    """Per-op and per-group int16 sensitivity (both ways), costs and error attribution."""
+    from .analyze import analysis_summary, write_analysis
+    from .analyze import analyze as run_analyze
+
+    report = run_analyze(model, calib, eval_, metric, calibration, not no_groups, not as_json)
+    write_analysis(out, report)
+    click.echo(json.dumps(report, indent=2) if as_json else analysis_summary(report))
+    if not as_json:
+        click.echo(f"\nwrote {out}/sensitivity.json")
+
+
+@cli.command()
+@_study_options
+@click.option("--eval", "eval_", required=True, type=click.Path(path_type=Path),
+              help="Evaluation .npz (inputs + optional y).")
+@click.option("--max-drop", type=float,
+              help="Allowed metric drop from all-int16x8 (accuracy points, dB, or RMSE). "
+                   "Default: 0.5 points / 1 dB / 1%% of RMSE.")
+@click.option("--max-bytes", type=int, help="Best point no larger than this many bytes.")
+@click.option("--max-latency-ms", type=float, help="Best point no slower than this (LiteRT).")
+@click.option("--cost", type=click.Choice(["bytes", "latency"]), default="bytes",
+              show_default=True, help="What 'smallest' means under --max-drop.")
+@click.option("--reuse", type=click.Path(path_type=Path),
+              help="A previous plan.json: start from it and re-examine only changed ops.")
+def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
+           as_json: bool, eval_: Path, max_drop: float | None, max_bytes: int | None,
+           max_latency_ms: float | None, cost: str, reuse: Path | None) -> None:
+    """Pareto search over int16 plans; writes the plan and model at the chosen point.
+
+    Exit 0 when a point meets the constraint, 1 when none does (the best is named)."""
+    from .search import Constraint, search_summary, write_search
+    from .search import search as run_search
+
+    constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
+                                         "latency_ms" if cost == "latency" else "bytes")
+    result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
+                        reuse, not as_json)
+    write_search(out, result)
+    click.echo(json.dumps(result.report, indent=2) if as_json else search_summary(result))
+    if not as_json:
+        written = "pareto.json/csv/png" + (", plan.json, model.tflite" if result.plan else "")
+        click.echo(f"\nwrote {out}/: {written}")
+    sys.exit(result.exit_code)
+
+
 @cli.group()
 def plan() -> None:
     """Precision plans (plan.json): check them against a model."""

@@ -87,8 +87,9 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
              len(model.inputs), len(model.outputs), len(model.tflite))
     session = QuantSession(model, calib, method, cfg.show_progress)
     log.info("calibrated (%s) on %d samples in %.2f s", method, len(calib), session.calibration_s)
-    requested = _requested_int16(cfg, session)
+    requested, plan_default = _requested_int16(cfg, session)
     wanted, default = resolve_precisions(session, mode, requested)
+    default = plan_default or default
     allowed, warnings = session.supported_int16(wanted)
     t0 = time.perf_counter()
     quantized = session.quantize(allowed, default)
@@ -110,7 +111,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     tflm = tflm_check(quantized.tflite, quant_out)
     log.info("TFLite Micro: %s", "runs" if tflm["runs"] else f"fails ({tflm.get('error')})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
-                        _plan_metrics(metrics))
+                        _plan_metrics(metrics), default.value)
     report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings)
     report["timing_s"] = {"calibrate": round(session.calibration_s, 3),
                           "quantize": round(quantize_s, 3), "evaluate": round(evaluate_s, 3),
@@ -123,11 +124,13 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     return result
 
 
-def _requested_int16(cfg: ConvertConfig, session: QuantSession) -> set[int]:
+def _requested_int16(cfg: ConvertConfig, session: QuantSession) -> tuple[set[int], Precision | None]:
+    """Ops asked for by --int16 and --plan, and the plan's default precision if it has one."""
     chosen = select_ops(cfg.int16, session.ops) if cfg.int16 else set()
-    if cfg.plan:
-        chosen |= plan_indices(Plan.load(cfg.plan), session.ops, str(cfg.plan))
-    return chosen
+    if not cfg.plan:
+        return chosen, None
+    plan = Plan.load(cfg.plan)
+    return chosen | plan_indices(plan, session.ops, str(cfg.plan)), Precision(plan.default)
 
 
 def _plan_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

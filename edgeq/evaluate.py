@@ -74,7 +74,7 @@ def compare(reference: Outputs, test: Outputs, names: list[str],
             y: np.ndarray | None) -> dict[str, Any]:
     """Per-output SQNR and cosine of `test` vs `reference`, plus both task metrics."""
     per_output = [
-        {"name": name, "sqnr_db": _finite(sqnr_db(r, t)), "cosine": cosine(r, t)}
+        {"name": name, "sqnr_db": finite_db(sqnr_db(r, t)), "cosine": cosine(r, t)}
         for name, r, t in zip(names, reference.values, test.values)
     ]
     return {
@@ -85,6 +85,6 @@ def compare(reference: Outputs, test: Outputs, names: list[str],
     }
 
 
-def _finite(x: float) -> float:
+def finite_db(x: float) -> float:
     """JSON has no inf: cap identical outputs at 200 dB."""
     return min(x, 200.0)

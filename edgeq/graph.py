@@ -101,3 +101,9 @@ def read_ops(tflite: bytes) -> list[OpInfo]:
 def graph_ops(tflite: bytes) -> list[OpInfo]:
     """The user's ops only (without inserted QUANTIZE/DEQUANTIZE boundary ops)."""
     return [op for op in read_ops(tflite) if op.op not in BOUNDARY_OPS]
+
+
+def input_tensor_names(tflite: bytes) -> list[str]:
+    """Tensor names of the graph inputs (calibration statistics are keyed by these)."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        return [d["name"] for d in rt.interpreter.get_input_details()]

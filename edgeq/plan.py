@@ -59,9 +59,11 @@ class Plan:
 
     @classmethod
     def for_ops(cls, all_ops: list[OpInfo], int16_ops: list[OpInfo],
-                metrics: dict[str, Any] | None = None) -> Plan:
+                metrics: dict[str, Any] | None = None, default: str = "int8") -> Plan:
+        """A plan over `all_ops` with `int16_ops` in int16. default "int16": every op not
+        listed is int8 but the model I/O is int16 (plans derived from all-int16x8)."""
         return cls(model_fingerprint(all_ops), tuple(OpRef.of(o) for o in int16_ops),
-                   tuple(OpRef.of(o) for o in all_ops), metrics=metrics or {})
+                   tuple(OpRef.of(o) for o in all_ops), default, metrics or {})
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "schema_version": PLAN_SCHEMA_VERSION,
@@ -74,6 +76,8 @@ class Plan:
         if d.get("format") != PLAN_FORMAT or d.get("schema_version") != PLAN_SCHEMA_VERSION:
             raise InputError(f"{source}: not an edgeq plan (expected format '{PLAN_FORMAT}', "
                              f"schema_version {PLAN_SCHEMA_VERSION})")
+        if d.get("default", "int8") not in ("int8", "int16"):
+            raise InputError(f"{source}: default must be 'int8' or 'int16', got {d.get('default')!r}")
         try:
             return cls(d["model_fingerprint"], tuple(OpRef.from_dict(e) for e in d["int16"]),
                        tuple(OpRef.from_dict(e) for e in d.get("graph", [])),

@@ -8,13 +8,14 @@ Seeded, so a rerun on the same library versions gives the same files.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_diabetes, load_digits  # noqa: E402
+from sklearn.datasets import load_diabetes, load_digits, load_wine  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -94,8 +95,60 @@ def diabetes_regression() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarr
     return model, x_train, x_test, y_train, y_test
 
 
-def main() -> None:
-    for build in (digits_attention, digits_cnn, diabetes_regression):
+def wine_collapse() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A classifier on RAW wine features (0.13 .. 1680), normalised inside the model: one
+    per-tensor int8 input scale cannot hold them all (the collapse example)."""
+    x, y = load_wine(return_X_y=True)
+    x = x.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=SEED,
+                                                        stratify=y)
+    norm = keras.layers.Normalization()
+    norm.adapt(x_train)
+    model = keras.Sequential(
+        [keras.Input((13,), name="x"), norm, keras.layers.Dense(16, activation="relu"),
+         keras.layers.Dense(3)],
+        name="wine_collapse",
+    )
+    _fit_classifier(model, x_train, y_train)
+    return model, x_train, x_test, y_train, y_test
+
+
+OUTLIER_SCALE = 64.0
+
+
+def digits_outlier_mlp() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An MLP on digits with one OUTLIER hidden unit, as transformers grow them: unit 0 of the
+    first hidden layer is scaled up by 64 and the next layer's weights from it down by 64.
+    ReLU commutes with a positive scale, so the float function is unchanged, but that tensor's
+    range (and int8 step) grows 64x: the int8 error sits in two ops."""
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = _split(x, digits.target)
+    model = keras.Sequential(
+        [keras.Input((64,), name="x"), keras.layers.Dense(32, activation="relu", name="hidden"),
+         keras.layers.Dense(32, activation="relu", name="mix"), keras.layers.Dense(10, name="logits")],
+        name="digits_outlier_mlp",
+    )
+    _fit_classifier(model, x_train, y_train)
+    hidden, mix = model.get_layer("hidden"), model.get_layer("mix")
+    w, b = hidden.get_weights()
+    w[:, 0] *= OUTLIER_SCALE
+    b[0] *= OUTLIER_SCALE
+    hidden.set_weights([w, b])
+    w2, b2 = mix.get_weights()
+    w2[0, :] /= OUTLIER_SCALE
+    mix.set_weights([w2, b2])
+    return model, x_train, x_test, y_train, y_test
+
+
+EXAMPLES = (digits_attention, digits_cnn, diabetes_regression, wine_collapse, digits_outlier_mlp)
+
+
+def main(names: list[str]) -> None:
+    """Train the named examples (all when none are named)."""
+    for build in EXAMPLES:
+        if names and build.__name__ not in names:
+            continue
         keras.utils.set_random_seed(SEED)
         model, x_train, x_test, y_train, y_test = build()
         name = build.__name__
@@ -106,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,0 +1,308 @@
+"""`edgeq analyze`: which ops (and groups of ops) need int16, measured both ways.
+
+One-op-at-a-time sensitivity can be blind (DESIGN.md, search issue): an op alone in int16 between
+int8 neighbours may gain nothing or even lose, while the whole region in int16 gains a lot. So
+every candidate is measured twice — upgraded alone from all-int8 and downgraded alone from
+all-int16x8 — and candidates include groups (Keras layers and blocks, from op name scopes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .calibrate import CalibrationMethod
+from .data import Dataset, load_dataset
+from .fsutil import atomic_output_dir
+from .graph import OpInfo, input_tensor_names
+from .load import load_model
+from .measure import Evaluator, Metric, Point, tensor_sqnr
+from .progress import progress
+from .quantize import Precision
+from .session import QuantSession
+
+log = logging.getLogger("edgeq")
+RECOVERED_SHARE = 0.9  # "a small plan fixes it": this share of the int8 -> int16x8 gap ...
+SMALL_SIZE = 1.10  # ... at no more than this much int8's size
+SMALL_LATENCY = 1.25  # ... and latency
+ATTRIBUTION_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Ops that go to int16 together: one op, or a group named by a common scope."""
+
+    name: str
+    kind: str  # op | group
+    ops: frozenset[int]
+
+    def to_dict(self, ops: dict[int, OpInfo]) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "ops": sorted(self.ops),
+                "op_types": sorted({ops[i].op for i in self.ops})}
+
+
+def build_candidates(ops: list[OpInfo], allowed: set[int], groups: bool = True) -> list[Candidate]:
+    """Each allowed op, plus every name scope (layer, block) holding 2+ but not all of them."""
+    by_index = {op.index: op for op in ops}
+    singles = [Candidate(f"{by_index[i].op} {_short(by_index[i])}", "op", frozenset({i}))
+               for i in sorted(allowed)]
+    if not groups:
+        return singles
+    scopes: dict[str, set[int]] = {}
+    for i in allowed:
+        parts = _scope_parts(by_index[i])
+        for depth in range(1, len(parts)):
+            scopes.setdefault("/".join(parts[:depth]), set()).add(i)
+    seen: set[frozenset[int]] = set()
+    group_list = []
+    for scope in sorted(scopes, key=lambda s: (s.count("/"), s)):  # outermost name wins
+        members = frozenset(scopes[scope])
+        if 2 <= len(members) < len(allowed) and members not in seen:
+            seen.add(members)
+            group_list.append(Candidate(scope, "group", members))
+    return singles + group_list
+
+
+def _scope_parts(op: OpInfo) -> list[str]:
+    """Name scopes of an op, without the model's own top scope (`functional/...`)."""
+    parts = op.stable_name.split(";")[0].split("/")
+    return parts[1:] if len(parts) > 2 else parts
+
+
+def _short(op: OpInfo) -> str:
+    return "/".join(_scope_parts(op)[-3:])
+
+
+@dataclass
+class Sensitivity:
+    """Endpoints and both-way measurements of every candidate."""
+
+    int8: Point
+    int16: Point
+    candidates: list[Candidate]
+    upgraded: list[Point]  # candidate alone in int16, rest int8
+    downgraded: list[Point]  # candidate alone in int8, rest int16
+
+    @property
+    def gap(self) -> float:
+        """Output-SQNR gap between all-int16x8 and all-int8 (dB)."""
+        return self.int16.sqnr_db - self.int8.sqnr_db
+
+    def gain(self, k: int) -> float:
+        """dB gained upgrading candidate k alone + dB lost downgrading it alone."""
+        return ((self.upgraded[k].sqnr_db - self.int8.sqnr_db)
+                + (self.int16.sqnr_db - self.downgraded[k].sqnr_db))
+
+    def cost(self, k: int) -> float:
+        """Relative size + latency increase of candidate k's upgrade (floored: never free)."""
+        up = self.upgraded[k]
+        size = (up.bytes - self.int8.bytes) / self.int8.bytes
+        latency = (up.latency_ms - self.int8.latency_ms) / max(self.int8.latency_ms, 1e-9)
+        return max(size, 0.0) + max(latency, 0.0) + 1e-3
+
+    def ranked(self) -> list[int]:
+        """Candidate indices, most gain per cost first."""
+        return sorted(range(len(self.candidates)),
+                      key=lambda k: (-self.gain(k) / self.cost(k), -self.gain(k), k))
+
+
+def allowed_int16(session: QuantSession) -> tuple[set[int], list[str]]:
+    """Float ops whose int16 kernels exist in LiteRT and TFLM and that the quantizer makes int16."""
+    wanted = {op.index for op in session.float_ops}
+    allowed, warnings = session.supported_int16(wanted)
+    probe = session.quantize(allowed, Precision.INT16)
+    really = {o.float_op.index for o in probe.int16_ops()}
+    return allowed & really, warnings
+
+
+def measure_sensitivity(evaluator: Evaluator, candidates: list[Candidate], allowed: set[int],
+                        show_progress: bool = True) -> Sensitivity:
+    """2 endpoint runs + 2 runs per candidate."""
+    int8 = evaluator.run(set(), Precision.INT8, "all-int8", keep_model=True)
+    int16 = evaluator.run(allowed, Precision.INT16, "all-int16x8", keep_model=True)
+    upgraded, downgraded = [], []
+    for c in progress(candidates, "sensitivity", show_progress):
+        upgraded.append(evaluator.run(c.ops, Precision.INT8, f"+{c.name}"))
+        downgraded.append(evaluator.run(allowed - c.ops, Precision.INT16, f"-{c.name}"))
+    return Sensitivity(int8, int16, candidates, upgraded, downgraded)
+
+
+def attribute_errors(session: QuantSession, data: Dataset, sens: Sensitivity) -> list[dict[str, Any]]:
+    """Each graph input and op output vs the float model's tensor, in all-int8 and all-int16x8,
+    with its calibrated range: a wide range (large int8 step) is the usual culprit."""
+    tensors = [("INPUT", -1, name) for name in input_tensor_names(session.model.tflite)]
+    tensors += [(op.op, op.index, op.name) for op in session.ops]
+    names = [name for _, _, name in tensors]
+    in8 = tensor_sqnr(session.model.tflite, sens.int8.tflite, data, names, ATTRIBUTION_SAMPLES)
+    in16 = tensor_sqnr(session.model.tflite, sens.int16.tflite, data, names, ATTRIBUTION_SAMPLES)
+    rows = []
+    for op_type, index, name in tensors:
+        stats = session.stats.get(name)
+        lo, hi = (float(stats["min"].ravel()[0]), float(stats["max"].ravel()[0])) if stats else (0, 0)
+        rows.append({"index": index, "op": op_type, "name": name,
+                     "sqnr_db_int8": in8.get(name), "sqnr_db_int16": in16.get(name),
+                     "range": [lo, hi], "int8_step": (hi - lo) / 255.0})
+    return rows
+
+
+def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> dict[str, Any]:
+    """equal (int8 is enough), concentrated (a partial plan recovers most of the gap cheaply),
+    cheap (only all-int16x8 does, and it costs little) or spread (recovering it is expensive)."""
+    gap = int16.score - int8.score
+    tolerance = metric.default_tolerance(int16.score)
+    if gap <= tolerance:
+        return {"kind": "equal", "text": f"int8 is within {tolerance:g} {metric.unit} of int16x8 "
+                                         "here: choose int8".replace("  ", " ")}
+    good = [p for p in points if p.score - int8.score >= RECOVERED_SHARE * gap]
+
+    def ratios(p: Point) -> tuple[float, float]:
+        return p.bytes / int8.bytes, p.latency_ms / max(int8.latency_ms, 1e-9)
+
+    cheap = [p for p in good if ratios(p)[0] <= SMALL_SIZE and ratios(p)[1] <= SMALL_LATENCY]
+    partial = [p for p in cheap if p.int16_ops < int16.int16_ops]
+    share = f"{RECOVERED_SHARE:.0%} of the int8 -> int16x8 gap"
+    if partial:
+        p = min(partial, key=lambda p: (p.int16_ops, p.bytes))
+        size, latency = ratios(p)
+        return {"kind": "concentrated", "point": p.label, "int16_ops": p.int16_ops,
+                "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
+                "text": f"error is concentrated: int16 on {p.int16_ops} of {int16.int16_ops} ops "
+                        f"('{p.label}') recovers {share} at {size:.2f}x int8 size, "
+                        f"{latency:.2f}x latency"}
+    if cheap:
+        size, latency = ratios(cheap[0])
+        return {"kind": "cheap", "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
+                "text": f"only int16 nearly everywhere recovers {share}, and int16x8 costs little "
+                        f"here ({size:.2f}x size, {latency:.2f}x latency): choose int16x8"}
+    p = min(good, key=lambda p: p.bytes)
+    size, latency = ratios(p)
+    return {"kind": "spread", "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
+            "text": f"error is spread: recovering {share} takes {size:.2f}x int8 size and "
+                    f"{latency:.2f}x latency ('{p.label}'); choose int8 or int16x8"}
+
+
+def sensitivity_report(session: QuantSession, evaluator: Evaluator, sens: Sensitivity,
+                       attribution: list[dict[str, Any]], allowed: set[int],
+                       started: float) -> dict[str, Any]:
+    """sensitivity.json: endpoints, per-candidate both-way numbers and costs, attribution."""
+    ops = {op.index: op for op in session.ops}
+    rows = []
+    for k in sens.ranked():
+        up, down = sens.upgraded[k], sens.downgraded[k]
+        row = sens.candidates[k].to_dict(ops)
+        row.update({
+            "upgrade_gain_db": round(up.sqnr_db - sens.int8.sqnr_db, 3),
+            "downgrade_loss_db": round(sens.int16.sqnr_db - down.sqnr_db, 3),
+            "upgrade_metric_delta": round(up.score - sens.int8.score, 4),
+            "downgrade_metric_delta": round(down.score - sens.int16.score, 4),
+            "cost": {"bytes": up.bytes - sens.int8.bytes,
+                     "latency_ms": round(up.latency_ms - sens.int8.latency_ms, 5),
+                     "activation_bytes": up.activation_bytes - sens.int8.activation_bytes,
+                     "requantize_ops": up.requantize_ops - sens.int8.requantize_ops},
+            "gain_per_cost": round(sens.gain(k) / sens.cost(k), 3)})
+        rows.append(row)
+    not_candidates = [{"index": op.index, "op": op.op, "name": op.name,
+                       "why": session.kernels.why(op.op) or "the quantizer has no int16 rule"}
+                      for op in session.float_ops if op.index not in allowed]
+    return {
+        "model": session.model.source,
+        "metric": evaluator.metric.kind,
+        "float_value": evaluator.float_value(),
+        "data": {"source": evaluator.data.source, "samples": len(evaluator.data)},
+        "endpoints": {"all_int8": sens.int8.to_dict(), "all_int16x8": sens.int16.to_dict()},
+        "gap_db": round(sens.gap, 3),
+        "verdict": verdict([sens.int8, sens.int16, *sens.upgraded, *sens.downgraded], sens.int8, sens.int16,
+                           evaluator.metric),
+        "candidates": rows,
+        "not_candidates": not_candidates,
+        "attribution": attribution,
+        "runs": evaluator.runs,
+        "timing_s": {"calibrate": round(session.calibration_s, 3),
+                     "runs": round(evaluator.run_seconds, 3),
+                     "total": round(time.perf_counter() - started, 3)},
+    }
+
+
+@dataclass
+class Study:
+    """What analyze and search share: one calibration, the eval data, the candidates."""
+
+    session: QuantSession
+    evaluator: Evaluator
+    allowed: set[int]
+    candidates: list[Candidate]
+    warnings: list[str]
+    started: float
+
+
+def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: str = "auto",
+            calibration: str = "minmax", groups: bool = True, show_progress: bool = True,
+            latency_runs: int = 100) -> Study:
+    """Load, calibrate once, find the int16-capable ops and the candidates."""
+    started = time.perf_counter()
+    model = load_model(model_path)
+    calib = load_dataset(calib_path, model.inputs)
+    data = load_dataset(eval_path, model.inputs, labels=True) if eval_path else calib
+    chosen = Metric.choose(metric, data)
+    session = QuantSession(model, calib, CalibrationMethod.parse(calibration), show_progress)
+    allowed, warnings = allowed_int16(session)
+    candidates = build_candidates(session.ops, allowed, groups)
+    log.info("%d ops, %d can be int16: %d candidates (%d groups)", len(session.ops), len(allowed),
+             len(candidates), sum(1 for c in candidates if c.kind == "group"))
+    evaluator = Evaluator(session, data, chosen, latency_runs)
+    return Study(session, evaluator, allowed, candidates, warnings, started)
+
+
+def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
+            metric: str = "auto", calibration: str = "minmax", groups: bool = True,
+            show_progress: bool = True) -> dict[str, Any]:
+    """Sensitivity of every candidate both ways, costs, error attribution and a verdict."""
+    study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress)
+    sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
+    attribution = attribute_errors(study.session, study.evaluator.data, sens)
+    report = sensitivity_report(study.session, study.evaluator, sens, attribution, study.allowed,
+                                study.started)
+    report["warnings"] = study.warnings
+    return report
+
+
+def write_analysis(out: Path, report: dict[str, Any]) -> None:
+    """OUT/sensitivity.json, atomically."""
+    with atomic_output_dir(out) as tmp:
+        (tmp / "sensitivity.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def analysis_summary(report: dict[str, Any], top: int = 15) -> str:
+    """The most sensitive candidates as a table, the worst tensors, and the verdict."""
+    e8, e16 = report["endpoints"]["all_int8"], report["endpoints"]["all_int16x8"]
+    lines = [f"edgeq analyze: {report['model']} ({report['metric']} on {report['data']['samples']} "
+             "samples)",
+             f"all-int8     SQNR {e8['sqnr_db']:6.2f} dB  {report['metric']} {e8['value']:.4f}  "
+             f"{e8['bytes']:,} bytes  {e8['latency_ms']:.4f} ms",
+             f"all-int16x8  SQNR {e16['sqnr_db']:6.2f} dB  {report['metric']} {e16['value']:.4f}  "
+             f"{e16['bytes']:,} bytes  {e16['latency_ms']:.4f} ms", ""]
+    width = max([len(r["name"]) for r in report["candidates"][:top]] + [9])
+    lines.append(f"{'candidate':<{width}}  {'ops':>3}  {'up dB':>6}  {'down dB':>7}  "
+                 f"{'+bytes':>6}  {'+ms':>7}  {'requant':>7}")
+    for r in report["candidates"][:top]:
+        c = r["cost"]
+        lines.append(f"{r['name']:<{width}}  {len(r['ops']):>3}  {r['upgrade_gain_db']:>6.2f}  "
+                     f"{r['downgrade_loss_db']:>7.2f}  {c['bytes']:>6}  {c['latency_ms']:>7.4f}  "
+                     f"{c['requantize_ops']:>7}")
+    if len(report["candidates"]) > top:
+        lines.append(f"... {len(report['candidates']) - top} more in sensitivity.json")
+    worst = sorted((a for a in report["attribution"] if a["sqnr_db_int8"] is not None),
+                   key=lambda a: a["sqnr_db_int8"])[:5]
+    lines += ["", "tensors with the largest int8 error (SQNR vs float, int8 / int16, range):"]
+    for a in worst:
+        s16 = a["sqnr_db_int16"]
+        lines.append(f"  {a['sqnr_db_int8']:6.2f} / {s16 if s16 is None else round(s16, 2)!s:>6} dB"
+                     f"  [{a['range'][0]:.4g}, {a['range'][1]:.4g}]  {a['op']} {a['name'][:70]}")
+    lines += [f"not int16    {n['op']} (node {n['index']}): {n['why']}"
+              for n in report["not_candidates"]]
+    lines += ["", f"verdict: {report['verdict']['text']}"]
+    return "\n".join(lines)

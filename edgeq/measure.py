@@ -1,0 +1,190 @@
+"""One precision plan -> one measured point: metric on eval data, bytes, latency, boundaries.
+
+Every analyze/search run goes through `Evaluator.run`, which counts runs and their time, so
+the search can report (and tests can bound) how many quantise-and-evaluate runs it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device_agent.runtimes import LiteRTRuntime, dequantize, quantize, spec_from_details
+
+from .capture import captured_output
+from .data import Dataset
+from .errors import InputError
+from .evaluate import Outputs, compare, finite_db, run_model, sqnr_db
+from .graph import OpInfo, read_ops
+from .quantize import Precision
+from .session import QuantSession
+
+log = logging.getLogger("edgeq")
+METRICS = ("auto", "task", "sqnr")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a plan is judged by. `score` is higher-is-better in the metric's own unit:
+    accuracy in points (0-100), RMSE negated, SQNR in dB."""
+
+    kind: str  # accuracy | rmse | sqnr_db
+
+    @classmethod
+    def choose(cls, requested: str, data: Dataset) -> Metric:
+        """auto/task -> the task metric when the data has `y`, else output SQNR (with a notice)."""
+        if requested not in METRICS:
+            raise InputError(f"unknown metric '{requested}'; expected one of {', '.join(METRICS)}")
+        if requested == "sqnr":
+            return cls("sqnr_db")
+        if data.y is None:
+            log.warning("%s has no y: judging plans by output SQNR vs the float model", data.source)
+            return cls("sqnr_db")
+        return cls("accuracy" if data.is_classification else "rmse")
+
+    @property
+    def unit(self) -> str:
+        return {"accuracy": "points", "rmse": "", "sqnr_db": "dB"}[self.kind]
+
+    def value(self, metrics: dict[str, Any]) -> float:
+        """The metric as users read it (accuracy 0-1, RMSE, dB)."""
+        if self.kind == "sqnr_db":
+            return float(metrics["sqnr_db"])
+        return float(metrics["task"]["value"])
+
+    def score(self, metrics: dict[str, Any]) -> float:
+        v = self.value(metrics)
+        return {"accuracy": 100.0 * v, "rmse": -v, "sqnr_db": v}[self.kind]
+
+    def default_tolerance(self, reference_score: float) -> float:
+        """Default allowed drop from all-int16x8: 0.5 accuracy points, 1 dB, or 1% of RMSE."""
+        return {"accuracy": 0.5, "rmse": 0.01 * abs(reference_score), "sqnr_db": 1.0}[self.kind]
+
+
+@dataclass
+class Point:
+    """A plan and what it measured."""
+
+    label: str
+    int16: frozenset[int]  # float-model op indices asked to be int16
+    default: str  # int8 | int16
+    score: float
+    value: float
+    sqnr_db: float
+    bytes: int
+    latency_ms: float
+    int16_ops: int  # ops that really are int16 in the quantised model
+    requantize_ops: int  # QUANTIZE ops inside the graph (int8 <-> int16 boundaries)
+    activation_bytes: int  # bytes of all op outputs: what the TFLM arena must hold, before reuse
+    tflite: bytes = field(repr=False, default=b"")
+    outcomes: list = field(repr=False, default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "default": self.default, "int16_requested": len(self.int16),
+                "int16_ops": self.int16_ops, "score": self.score, "value": self.value,
+                "sqnr_db": self.sqnr_db, "bytes": self.bytes,
+                "latency_ms": round(self.latency_ms, 5), "requantize_ops": self.requantize_ops,
+                "activation_bytes": self.activation_bytes}
+
+
+class Evaluator:
+    """Quantises a plan with the session's one calibration and measures it on eval data."""
+
+    def __init__(self, session: QuantSession, data: Dataset, metric: Metric,
+                 latency_runs: int = 100) -> None:
+        self.session = session
+        self.data = data
+        self.metric = metric
+        self.latency_runs = latency_runs
+        self.reference: Outputs = run_model(session.model.tflite, data)
+        self.names = [s.name for s in session.model.outputs]
+        self.float_metrics = compare(self.reference, self.reference, self.names, data.y)
+        self.runs = 0
+        self.run_seconds = 0.0
+
+    def float_value(self) -> float | None:
+        """The float model's metric (None for SQNR, which is infinite against itself)."""
+        if self.metric.kind == "sqnr_db":
+            return None
+        return float(self.float_metrics["task"]["value"])
+
+    def run(self, int16: set[int] | frozenset[int], default: Precision, label: str,
+            keep_model: bool = False) -> Point:
+        """Quantise with `int16` (see QuantSession.quantize) and measure the result."""
+        start = time.perf_counter()
+        quantized = self.session.quantize(set(int16), default)
+        outputs = run_model(quantized.tflite, self.data)
+        metrics = compare(self.reference, outputs, self.names, self.data.y)
+        ops = read_ops(quantized.tflite)
+        point = Point(
+            label=label, int16=frozenset(int16), default=default.value,
+            score=self.metric.score(metrics), value=self.metric.value(metrics),
+            sqnr_db=float(metrics["sqnr_db"]), bytes=len(quantized.tflite),
+            latency_ms=latency_ms(quantized.tflite, outputs.raw_inputs[0], self.latency_runs),
+            int16_ops=len(quantized.int16_ops()),
+            requantize_ops=sum(1 for op in ops if op.op == "QUANTIZE"),
+            activation_bytes=_activation_bytes(ops),
+            tflite=quantized.tflite if keep_model else b"",
+            outcomes=quantized.outcomes if keep_model else [])
+        self.runs += 1
+        self.run_seconds += time.perf_counter() - start
+        log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.kind,
+                  point.value, point.bytes, point.latency_ms)
+        return point
+
+
+def latency_ms(tflite: bytes, raw_sample: list[np.ndarray], runs: int) -> float:
+    """Median LiteRT latency of one inference (1 thread, no XNNPACK), after a warm-up."""
+    with captured_output("LiteRT"):
+        rt = LiteRTRuntime(tflite, num_threads=1)
+    with rt:
+        for _ in range(min(10, runs)):
+            rt.infer(raw_sample)
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            rt.infer(raw_sample)
+            samples.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(samples)
+
+
+def _activation_bytes(ops: list[OpInfo]) -> int:
+    return sum(int(np.prod(shape)) * np.dtype(op.activation_dtype).itemsize
+               for op in ops if op.activation_dtype != "none" for shape in op.output_shapes)
+
+
+def tensor_sqnr(float_tflite: bytes, quant_tflite: bytes, data: Dataset,
+                names: list[str], samples: int = 32) -> dict[str, float]:
+    """SQNR (dB) of each named op output in the quantised model vs the float model's tensor."""
+    ref = _all_tensors(float_tflite, data, names, samples, dequantized=False)
+    got = _all_tensors(quant_tflite, data, names, samples, dequantized=True)
+    result = {}
+    for name in names:
+        if name in ref and name in got and ref[name].shape == got[name].shape:
+            result[name] = finite_db(sqnr_db(ref[name], got[name]))
+    return result
+
+
+def _all_tensors(tflite: bytes, data: Dataset, names: list[str], samples: int,
+                 dequantized: bool) -> dict[str, np.ndarray]:
+    wanted = set(names)
+    with captured_output("LiteRT"):
+        rt = LiteRTRuntime(tflite, preserve_all_tensors=True)
+    with rt:
+        interp = rt.interpreter
+        details = [d for d in interp.get_tensor_details() if d["name"] in wanted]
+        specs = rt.inputs()
+        collected: dict[str, list[np.ndarray]] = {}
+        for k in range(min(samples, len(data))):
+            rt.infer([quantize(x, s) for x, s in zip(data.sample(k), specs)])
+            for d in details:
+                value = interp.get_tensor(d["index"])
+                if dequantized:
+                    value = dequantize(value, spec_from_details(d))
+                collected.setdefault(d["name"], []).append(np.asarray(value, np.float64).ravel())
+    return {n: np.concatenate(v) for n, v in collected.items()}

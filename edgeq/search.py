@@ -1,0 +1,262 @@
+"""`edgeq search`: greedy int16 upgrades by gain per cost -> Pareto frontier -> plan at the
+chosen point.
+
+Runs: 2 endpoints + 2 per candidate (sensitivity both ways) + at most 1 per candidate (greedy
+prefixes) = at most 3N+2 quantise-and-evaluate runs for N candidates, one calibration.
+With `--reuse plan.json` only candidates touching ops the old plan's graph did not have are
+re-examined, starting from the old plan's int16 ops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analyze import (Sensitivity, Study, attribute_errors, measure_sensitivity,
+                      prepare, sensitivity_report, verdict)
+from .errors import InputError, PlanError
+from .fsutil import atomic_output_dir
+from .measure import Metric, Point
+from .pareto import frontier, frontier_ids, plot, point_rows, points_csv
+from .plan import Plan, check_plan
+from .progress import progress
+from .quantize import Precision
+
+log = logging.getLogger("edgeq")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What the chosen point must meet. Default: metric within the default tolerance of
+    all-int16x8, smallest (or fastest) such point."""
+
+    kind: str = "max_drop"  # max_drop | max_bytes | max_latency_ms
+    limit: float | None = None
+    cost: str = "bytes"  # bytes | latency_ms: what "smallest" means under max_drop
+
+    @classmethod
+    def from_options(cls, max_drop: float | None, max_bytes: int | None,
+                     max_latency_ms: float | None, cost: str = "bytes") -> Constraint:
+        given = [(k, v) for k, v in (("max_drop", max_drop), ("max_bytes", max_bytes),
+                                     ("max_latency_ms", max_latency_ms)) if v is not None]
+        if len(given) > 1:
+            raise InputError("give at most one of --max-drop, --max-bytes, --max-latency-ms")
+        if cost not in ("bytes", "latency_ms"):
+            raise InputError(f"unknown cost '{cost}'; expected bytes or latency_ms")
+        if given and given[0][1] < 0:
+            raise InputError(f"--{given[0][0].replace('_', '-')} must be >= 0, got {given[0][1]}")
+        kind, limit = given[0] if given else ("max_drop", None)
+        return cls(kind, None if limit is None else float(limit), cost)
+
+
+@dataclass
+class Choice:
+    """The constraint resolved against the points."""
+
+    chosen: Point | None
+    best: Point  # the point that comes closest when nothing meets the constraint
+    description: str
+
+    @property
+    def met(self) -> bool:
+        return self.chosen is not None
+
+
+def choose(points: list[Point], constraint: Constraint, reference: Point, metric: Metric) -> Choice:
+    """The cheapest point within the allowed drop, or the best point within a size/latency cap."""
+    if constraint.kind == "max_drop":
+        drop = metric.default_tolerance(reference.score) if constraint.limit is None else constraint.limit
+        floor = reference.score - drop
+        text = (f"{metric.kind} within {drop:g} {metric.unit} of all-int16x8 "
+                f"(score >= {floor:.4f}), smallest {constraint.cost}").replace("  ", " ")
+        ok = [p for p in points if p.score >= floor - 1e-9]
+        best = max(points, key=lambda p: (p.score, -getattr(p, constraint.cost)))
+        chosen = min(ok, key=lambda p: (getattr(p, constraint.cost), -p.score)) if ok else None
+        return Choice(chosen, best, text)
+    cost = "bytes" if constraint.kind == "max_bytes" else "latency_ms"
+    text = f"{cost} <= {constraint.limit:g}, best {metric.kind}"
+    ok = [p for p in points if getattr(p, cost) <= constraint.limit]
+    best = min(points, key=lambda p: (getattr(p, cost), -p.score))
+    chosen = max(ok, key=lambda p: (p.score, -getattr(p, cost))) if ok else None
+    return Choice(chosen, best, text)
+
+
+def greedy_points(study: Study, sens: Sensitivity, base: set[int] | None = None,
+                  order: list[int] | None = None, show_progress: bool = True) -> list[Point]:
+    """Evaluate each prefix of the candidates (by gain per cost) as one int8-default plan."""
+    chosen = set(base or ())
+    points = []
+    ranked = sens.ranked() if order is None else order
+    for k in progress(ranked, "greedy", show_progress):
+        candidate = sens.candidates[k]
+        if candidate.ops <= chosen:
+            continue  # a group or op already covered: no run
+        chosen |= candidate.ops
+        points.append(study.evaluator.run(chosen, Precision.INT8,
+                                          f"greedy {len(points) + 1}: +{candidate.name}"))
+    return points
+
+
+@dataclass
+class SearchResult:
+    """Every measured point, the choice, and what goes into OUT."""
+
+    points: list[Point]
+    choice: Choice
+    report: dict[str, Any]
+    sensitivity: dict[str, Any] | None
+    plan: Plan | None = None
+    tflite: bytes = b""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.choice.met else 1
+
+
+def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Constraint = Constraint(),
+           metric: str = "auto", calibration: str = "minmax", groups: bool = True,
+           reuse: Path | None = None, show_progress: bool = True) -> SearchResult:
+    """Measure sensitivity, walk the greedy path, keep the frontier, choose a point."""
+    study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress)
+    n = len(study.candidates)
+    if reuse is None:
+        sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
+        greedy = greedy_points(study, sens, show_progress=show_progress)
+        points = [sens.int8, sens.int16, *sens.upgraded, *sens.downgraded, *greedy]
+        sensitivity = sensitivity_report(study.session, study.evaluator, sens,
+                                         attribute_errors(study.session, study.evaluator.data, sens),
+                                         study.allowed, study.started)
+        reused = None
+    else:
+        sens, points, reused = _reuse(study, Plan.load(reuse), show_progress)
+        sensitivity = None
+    choice = choose(points, constraint, sens.int16, study.evaluator.metric)
+    result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings)
+    if choice.met:
+        result.plan, result.tflite = _materialise(study, choice.chosen)
+    result.report = _report(study, sens, points, choice, constraint, n, reused)
+    log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n,
+             result.report["verdict"]["text"])
+    return result
+
+
+def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[Sensitivity, list[Point], dict]:
+    """Start from the old plan's int16 ops; re-examine only candidates touching changed ops."""
+    check = check_plan(old, study.session.ops)
+    if old.graph and len(check.removed) + len(check.renamed) == len(old.graph):
+        raise PlanError(f"the --reuse plan was made for another model: none of its {len(old.graph)} "
+                        f"ops is in this one ({'; '.join(check.drift()[:4])}; ...)")
+    base = set(check.matched.values()) & study.allowed
+    known = {r.fingerprint for r in old.graph}
+    changed = {op.index for op in study.session.ops if op.fingerprint not in known} & study.allowed
+    touched = [c for c in study.candidates if c.ops & changed]
+    ev = study.evaluator
+    int8 = ev.run(set(), Precision.INT8, "all-int8")
+    int16 = ev.run(study.allowed, Precision.INT16, "all-int16x8")
+    start = ev.run(base, Precision.INT8, "old plan")
+    upgraded = [ev.run(base | c.ops, Precision.INT8, f"old plan +{c.name}")
+                for c in progress(touched, "re-examining", show_progress)]
+    # gain here is measured from the old plan: only candidates that help are walked
+    sens = Sensitivity(start, int16, touched, upgraded, [int16] * len(touched))
+    helpful = [k for k in range(len(touched)) if upgraded[k].sqnr_db > start.sqnr_db]
+    order = sorted(helpful, key=lambda k: -(upgraded[k].sqnr_db - start.sqnr_db) / sens.cost(k))
+    greedy = greedy_points(study, sens, base, order, show_progress)
+    info = {"plan_entries": len(old.int16), "still_matching": len(base),
+            "changed_ops": len(changed), "re_examined_candidates": len(touched),
+            "drift": check.drift()}
+    sens.int8 = int8
+    return sens, [int8, int16, start, *upgraded, *greedy], info
+
+
+def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
+    """Quantise the chosen plan again (deterministic; not an evaluation run) and make its plan."""
+    quantized = study.session.quantize(set(point.int16), Precision(point.default))
+    int16_ops = [o.float_op for o in quantized.int16_ops()]
+    metrics = {"sqnr_db": point.sqnr_db, study.evaluator.metric.kind: point.value}
+    plan = Plan.for_ops(study.session.ops, int16_ops, metrics, default=point.default)
+    return plan, quantized.tflite
+
+
+def _report(study: Study, sens: Sensitivity, points: list[Point], choice: Choice,
+            constraint: Constraint, n: int, reused: dict | None) -> dict[str, Any]:
+    ev = study.evaluator
+    on_front = frontier_ids(points)
+    return {
+        "model": study.session.model.source,
+        "metric": ev.metric.kind,
+        "float_value": ev.float_value(),
+        "data": {"source": ev.data.source, "samples": len(ev.data)},
+        "constraint": {"kind": constraint.kind, "limit": constraint.limit,
+                       "description": choice.description, "met": choice.met},
+        "chosen": choice.chosen.to_dict() if choice.chosen else None,
+        "best": choice.best.to_dict(),
+        "endpoints": {"all_int8": sens.int8.to_dict(), "all_int16x8": sens.int16.to_dict()},
+        "verdict": verdict(points, sens.int8, sens.int16, ev.metric),
+        "frontier": {axis: [p.label for p in frontier(points, axis)]
+                     for axis in ("bytes", "latency_ms")},
+        "points": point_rows(points, on_front),
+        "candidates": n,
+        "runs": ev.runs,
+        "run_budget": 3 * n + 2 + (1 if reused else 0),
+        "reuse": reused,
+        "timing_s": {"calibrate": round(study.session.calibration_s, 3),
+                     "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
+                     "runs": round(ev.run_seconds, 3),
+                     "total": round(time.perf_counter() - study.started, 3)},
+        "warnings": study.warnings,
+    }
+
+
+def write_search(out: Path, result: SearchResult) -> None:
+    """OUT/pareto.json, pareto.csv, pareto.png, sensitivity.json, and when the constraint is
+    met plan.json + model.tflite at the chosen point — all or nothing."""
+    report = result.report
+    with atomic_output_dir(out) as tmp:
+        (tmp / "pareto.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "pareto.csv").write_text(points_csv(result.points, frontier_ids(result.points)))
+        marks = {p.label: p for p in result.points if p.label in ("all-int8", "all-int16x8")}
+        float_value = report["float_value"]
+        metric = Metric(report["metric"])
+        plot(tmp / "pareto.png", result.points, marks, result.choice.chosen,
+             _axis_label(metric), None if float_value is None else metric.score(
+                 {"task": {"value": float_value}}), f"edgeq search: {report['model']}")
+        if result.sensitivity is not None:
+            (tmp / "sensitivity.json").write_text(json.dumps(result.sensitivity, indent=2) + "\n")
+        if result.plan is not None:
+            (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
+            (tmp / "model.tflite").write_bytes(result.tflite)
+
+
+def _axis_label(metric: Metric) -> str:
+    return {"accuracy": "accuracy (points)", "rmse": "-RMSE",
+            "sqnr_db": "output SQNR vs float (dB)"}[metric.kind]
+
+
+def search_summary(result: SearchResult) -> str:
+    """The frontier as a table, the choice and the verdict."""
+    r = result.report
+    lines = [f"edgeq search: {r['model']} ({r['metric']} on {r['data']['samples']} samples)",
+             f"{r['runs']} quantise+evaluate runs for {r['candidates']} candidates "
+             f"(budget {r['run_budget']}), {r['timing_s']['total']:.1f} s", "",
+             f"{'point':<52} {'value':>9} {'SQNR dB':>8} {'bytes':>8} {'ms':>8} {'int16':>5}"]
+    front = set(r["frontier"]["bytes"])
+    for p in sorted((p for p in r["points"] if p["label"] in front), key=lambda p: p["bytes"]):
+        lines.append(f"{p['label'][:52]:<52} {p['value']:>9.4f} {p['sqnr_db']:>8.2f} "
+                     f"{p['bytes']:>8,} {p['latency_ms']:>8.4f} {p['int16_ops']:>5}")
+    lines.append("")
+    c = r["constraint"]
+    if c["met"]:
+        lines.append(f"chosen: {r['chosen']['label']} ({c['description']})")
+    else:
+        b = r["best"]
+        lines.append(f"no point meets {c['description']}; best found: {b['label']} "
+                     f"({r['metric']} {b['value']:.4f}, {b['bytes']:,} bytes, {b['latency_ms']:.4f} ms)")
+    lines.append(f"verdict: {r['verdict']['text']}")
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
+

@@ -1,0 +1,132 @@
+"""search: frontier, constraints, run budget, plans that convert reproduces, --reuse."""
+
+from __future__ import annotations
+
+import json
+import numpy as np
+import pytest
+from conftest import bundled
+from test_cli import run_cli
+from test_plan import _save_mlp
+
+from edgeq.measure import Metric, Point
+from edgeq.pareto import dominates, frontier
+from edgeq.search import Constraint, choose
+
+
+def _point(label: str, score: float, size: int, ms: float = 1.0, int16: int = 0) -> Point:
+    return Point(label, frozenset(range(int16)), "int8", score, score, score, size, ms, int16, 0, 0)
+
+
+def test_frontier_is_exactly_the_non_dominated_points() -> None:
+    pts = [_point("a", 30, 100), _point("b", 35, 120), _point("c", 33, 130), _point("d", 40, 150),
+           _point("e", 40, 160), _point("f", 29, 90)]
+    front = frontier(pts, "bytes")
+    assert [p.label for p in front] == ["f", "a", "b", "d"]
+    for p in pts:
+        assert (p in front) != any(dominates(q, p, "bytes") for q in pts)
+
+
+def test_choose_smallest_within_drop_or_best_under_cap() -> None:
+    pts = [_point("int8", 30, 100), _point("mid", 39.5, 110), _point("int16", 40, 150)]
+    ref, metric = pts[2], Metric("sqnr_db")
+    assert choose(pts, Constraint(), ref, metric).chosen.label == "mid"  # default: 1 dB
+    assert choose(pts, Constraint("max_drop", 0.1), ref, metric).chosen.label == "int16"
+    assert choose(pts, Constraint("max_bytes", 105), ref, metric).chosen.label == "int8"
+    none = choose(pts, Constraint("max_bytes", 50), ref, metric)
+    assert not none.met and none.best.label == "int8"
+
+
+def _search(args: list[str], capsys) -> tuple[int, dict, str]:
+    code, out, err = run_cli(["search", *args, "--json"], capsys)
+    return code, (json.loads(out) if out.strip().startswith("{") else {}), err
+
+
+def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -> None:
+    model, calib, evald = bundled("digits_outlier_mlp")
+    out = tmp_path / "out"
+    code, report, err = _search([str(model), "-o", str(out), "--calib", str(calib), "--eval",
+                                 str(evald), "--metric", "sqnr"], capsys)
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == {"pareto.json", "pareto.csv", "pareto.png",
+                                               "sensitivity.json", "plan.json", "model.tflite"}
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["runs"] <= 3 * report["candidates"] + 2 == report["run_budget"]
+    points = {p["label"]: p for p in report["points"]}
+    front = [points[label] for label in report["frontier"]["bytes"]]
+    for p in front:  # nothing measured dominates a frontier point
+        assert not any(q["score"] >= p["score"] and q["bytes"] <= p["bytes"] and
+                       (q["score"] > p["score"] or q["bytes"] < p["bytes"]) for q in points.values())
+    chosen, ref = report["chosen"], report["endpoints"]["all_int16x8"]
+    assert chosen["score"] >= ref["score"] - 1.0  # default constraint: within 1 dB
+    assert chosen["score"] > report["endpoints"]["all_int8"]["score"] + 6
+    assert len((out / "pareto.csv").read_text().splitlines()) == len(report["points"]) + 1
+
+    # the plan reproduces the chosen point through `edgeq convert --plan` on the eval data
+    code, out2, err = run_cli(["convert", str(model), "-o", str(tmp_path / "conv"), "--calib",
+                               str(calib), "--eval", str(evald), "--plan", str(out / "plan.json"),
+                               "--json"], capsys)
+    assert code == 0, err
+    converted = json.loads(out2)
+    assert converted["metrics"]["sqnr_db"] >= ref["score"] - 1.0
+    assert (tmp_path / "conv" / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
+
+
+def test_unmeetable_constraint_exits_1_naming_the_best_point(tmp_path, capsys) -> None:
+    model, calib, evald = bundled("digits_outlier_mlp")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["search", str(model), "-o", str(out), "--calib", str(calib),
+                               "--eval", str(evald), "--max-bytes", "1000"], capsys)
+    assert code == 1
+    assert "no point meets bytes <= 1000" in stdout and "best found: all-int8" in stdout
+    assert not (out / "plan.json").exists() and not (out / "model.tflite").exists()
+    assert (out / "pareto.json").exists()
+
+
+def test_eval_without_y_falls_back_to_sqnr_with_a_notice(tmp_path, capsys, caplog) -> None:
+    model, calib, evald = bundled("wine_collapse")
+    no_y = tmp_path / "eval_no_y.npz"
+    np.savez(no_y, x=np.load(evald)["x"])
+    code, report, err = _search([str(model), "-o", str(tmp_path / "o"), "--calib", str(calib),
+                                 "--eval", str(no_y)], capsys)
+    assert code == 0, err
+    assert "has no y" in caplog.text and report["metric"] == "sqnr_db"
+
+
+def test_two_constraints_are_a_usage_error(tmp_path, capsys) -> None:
+    model, calib, evald = bundled("digits_outlier_mlp")
+    code, _, err = run_cli(["search", str(model), "-o", str(tmp_path / "o"), "--calib", str(calib),
+                            "--eval", str(evald), "--max-drop", "1", "--max-bytes", "9000"], capsys)
+    assert code == 2 and "at most one of" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def mlp_v1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reuse")
+    rng = np.random.default_rng(0)
+    np.savez(root / "calib.npz", x=rng.normal(size=(64, 6)).astype(np.float32))
+    np.savez(root / "eval.npz", x=rng.normal(size=(48, 6)).astype(np.float32))
+    return root, _save_mlp(root / "v1.keras")
+
+
+def test_reuse_reexamines_only_what_changed(mlp_v1, capsys) -> None:
+    root, v1 = mlp_v1
+    data = ["--calib", str(root / "calib.npz"), "--eval", str(root / "eval.npz")]
+    code, first, err = _search([str(v1), "-o", str(root / "s1"), *data], capsys)
+    assert code == 0, err
+    v2 = _save_mlp(root / "v2.keras", extra_layer=True)
+    code, second, err = _search([str(v2), "-o", str(root / "s2"), *data, "--reuse",
+                                 str(root / "s1" / "plan.json")], capsys)
+    assert code == 0, err
+    reuse = second["reuse"]
+    assert reuse["changed_ops"] == 1 and any("new FULLY_CONNECTED" in d for d in reuse["drift"])
+    assert second["runs"] < first["runs"]
+
+
+def test_reuse_of_a_plan_for_another_model_lists_the_drift(mlp_v1, capsys) -> None:
+    root, _ = mlp_v1
+    model, calib, evald = bundled("digits_outlier_mlp")
+    code, _, err = run_cli(["search", str(model), "-o", str(root / "x"), "--calib", str(calib),
+                            "--eval", str(evald), "--reuse", str(root / "s1" / "plan.json")], capsys)
+    assert code == 2 and "made for another model" in err and "removed" in err
