@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .calibrate import CalibrationMethod
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .fsutil import atomic_output_dir
 from .graph import OpInfo, input_tensor_names
-from .load import load_model
 from .measure import Evaluator, Metric, Point, tensor_sqnr
 from .progress import progress
 from .quantize import Precision
+from .rewrite import Rewritten, load_inputs, rewrite
 from .session import QuantSession
 
 log = logging.getLogger("edgeq")
@@ -185,10 +185,10 @@ def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> d
                     f"{latency:.2f}x latency ('{p.label}'); choose int8 or int16x8"}
 
 
-def sensitivity_report(session: QuantSession, evaluator: Evaluator, sens: Sensitivity,
-                       attribution: list[dict[str, Any]], allowed: set[int],
-                       started: float) -> dict[str, Any]:
+def sensitivity_report(study: Study, sens: Sensitivity,
+                       attribution: list[dict[str, Any]]) -> dict[str, Any]:
     """sensitivity.json: endpoints, per-candidate both-way numbers and costs, attribution."""
+    session, evaluator, allowed = study.session, study.evaluator, study.allowed
     ops = {op.index: op for op in session.ops}
     rows = []
     for k in sens.ranked():
@@ -221,9 +221,9 @@ def sensitivity_report(session: QuantSession, evaluator: Evaluator, sens: Sensit
         "not_candidates": not_candidates,
         "attribution": attribution,
         "runs": evaluator.runs,
-        "timing_s": {"calibrate": round(session.calibration_s, 3),
+        "timing_s": {"load": round(study.load_s, 3), "calibrate": round(session.calibration_s, 3),
                      "runs": round(evaluator.run_seconds, 3),
-                     "total": round(time.perf_counter() - started, 3)},
+                     "total": round(time.perf_counter() - study.started, 3)},
     }
 
 
@@ -237,16 +237,19 @@ class Study:
     candidates: list[Candidate]
     warnings: list[str]
     started: float
+    rewritten: Rewritten
+    load_s: float = 0.0  # loading (Keras -> float .tflite) and rewriting, before calibration
 
 
 def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: str = "auto",
             calibration: str = "minmax", groups: bool = True, show_progress: bool = True,
-            latency_runs: int = 100) -> Study:
-    """Load, calibrate once, find the int16-capable ops and the candidates."""
+            rewrites: tuple[str, ...] = (), latency_runs: int = 100) -> Study:
+    """Load (and rewrite), calibrate once, find the int16-capable ops and the candidates."""
     started = time.perf_counter()
-    model = load_model(model_path)
-    calib = load_dataset(calib_path, model.inputs)
-    data = load_dataset(eval_path, model.inputs, labels=True) if eval_path else calib
+    loaded = load_inputs(model_path, calib_path, eval_path, rewrites)
+    model, calib = loaded.model, loaded.calib
+    load_s = time.perf_counter() - started
+    data = loaded.eval or calib
     chosen = Metric.choose(metric, data)
     session = QuantSession(model, calib, CalibrationMethod.parse(calibration), show_progress)
     allowed, warnings = allowed_int16(session)
@@ -254,20 +257,43 @@ def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: 
     log.info("%d ops, %d can be int16: %d candidates (%d groups)", len(session.ops), len(allowed),
              len(candidates), sum(1 for c in candidates if c.kind == "group"))
     evaluator = Evaluator(session, data, chosen, latency_runs)
-    return Study(session, evaluator, allowed, candidates, warnings, started)
+    return Study(session, evaluator, allowed, candidates, warnings, started, loaded.rewritten,
+                 load_s)
 
 
 def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
             metric: str = "auto", calibration: str = "minmax", groups: bool = True,
-            show_progress: bool = True) -> dict[str, Any]:
+            show_progress: bool = True, rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
     """Sensitivity of every candidate both ways, costs, error attribution and a verdict."""
-    study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress)
+    study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
+                    rewrites)
     sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
     attribution = attribute_errors(study.session, study.evaluator.data, sens)
-    report = sensitivity_report(study.session, study.evaluator, sens, attribution, study.allowed,
-                                study.started)
+    report = sensitivity_report(study, sens, attribution)
     report["warnings"] = study.warnings
+    report["rewrites"] = study.rewritten.to_dict()
+    report["hints"] = rewrite_hints(study, report)
     return report
+
+
+def rewrite_hints(study: Study, report: dict[str, Any]) -> list[str]:
+    """Rewrites that would help this model and are not applied yet."""
+    hints = []
+    blocked = sorted({n["op"] for n in report["not_candidates"]} & {"NEG", "SQUARED_DIFFERENCE"})
+    if blocked:
+        hints.append(f"{' and '.join(blocked)} cannot be int16 (no quantizer rule); "
+                     "--rewrite neg,squared-difference replaces them by equivalent ops that can")
+    if "preprocessing" not in study.rewritten.names:
+        model = study.session.model
+        probe = rewrite(model, ("preprocessing",), study.session.calib, quiet=True)
+        for c in probe.contracts:
+            name = next(i for s, i in zip(model.inputs, input_tensor_names(model.tflite))
+                        if s.name == c.input)
+            lo, hi = (float(study.session.stats[name][k].ravel()[0]) for k in ("min", "max"))
+            hints.append(f"input '{c.input}' (raw range [{lo:.4g}, {hi:.4g}]) is normalised inside "
+                         f"the model as {c.formula()}: --rewrite preprocessing moves that out into "
+                         "a preprocessing contract so the quantised input holds normalised values")
+    return hints
 
 
 def write_analysis(out: Path, report: dict[str, Any]) -> None:
@@ -304,5 +330,6 @@ def analysis_summary(report: dict[str, Any], top: int = 15) -> str:
                      f"  [{a['range'][0]:.4g}, {a['range'][1]:.4g}]  {a['op']} {a['name'][:70]}")
     lines += [f"not int16    {n['op']} (node {n['index']}): {n['why']}"
               for n in report["not_candidates"]]
+    lines += [f"hint         {h}" for h in report.get("hints", [])]
     lines += ["", f"verdict: {report['verdict']['text']}"]
     return "\n".join(lines)

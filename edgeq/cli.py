@@ -44,19 +44,22 @@ def cli(verbose: int) -> None:
 @click.option("--plan", type=click.Path(path_type=Path), help="(mixed) A plan.json from edgeq search.")
 @click.option("--calibration", default="minmax", show_default=True,
               help="Range estimate: minmax (absolute) or percentile:P (e.g. percentile:99.99).")
+@click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
+              help="Equivalent-graph rewrite, proved on float outputs: neg, squared-difference, "
+                   "preprocessing (move input normalisation out into preprocessing.json), or all.")
 @click.option("--strict", is_flag=True,
               help="Exit 1 if any op is not integer-only or TFLite Micro cannot run the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
 def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str | None,
-            int16: tuple[str, ...], plan: Path | None, calibration: str, strict: bool,
-            as_json: bool) -> None:
+            int16: tuple[str, ...], plan: Path | None, calibration: str,
+            rewrites: tuple[str, ...], strict: bool, as_json: bool) -> None:
     """Quantise MODEL (.keras/.h5, SavedModel dir or float .tflite) to a full-integer .tflite."""
     from .convert import ConvertConfig
     from .convert import convert as run_convert
     from .summary import convert_summary
 
     cfg = ConvertConfig(model=model, out=out, calib=calib, eval=eval_, mode=mode, int16=int16,
-                        plan=plan, strict=strict, calibration=calibration,
+                        plan=plan, strict=strict, calibration=calibration, rewrites=rewrites,
                         show_progress=not as_json)
     result = run_convert(cfg)
     click.echo(json.dumps(result.report, indent=2) if as_json else convert_summary(result.report))
@@ -79,6 +82,8 @@ def _study_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared b
                      help="minmax or percentile:P."),
         click.option("--no-groups", is_flag=True,
                      help="Only single ops as candidates (no layer/block groups)."),
+        click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
+                     help="Equivalent-graph rewrites first (see convert --help)."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead."),
     ]):
         fn = option(fn)
@@ -90,12 +95,13 @@ def _study_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared b
 @click.option("--eval", "eval_", type=click.Path(path_type=Path),
               help="Evaluation .npz (inputs + optional y); default: the calibration data.")
 def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
-            as_json: bool, eval_: Path | None) -> None:
+            rewrites: tuple[str, ...], as_json: bool, eval_: Path | None) -> None:
     """Per-op and per-group int16 sensitivity (both ways), costs and error attribution."""
     from .analyze import analysis_summary, write_analysis
     from .analyze import analyze as run_analyze
 
-    report = run_analyze(model, calib, eval_, metric, calibration, not no_groups, not as_json)
+    report = run_analyze(model, calib, eval_, metric, calibration, not no_groups, not as_json,
+                         rewrites)
     write_analysis(out, report)
     click.echo(json.dumps(report, indent=2) if as_json else analysis_summary(report))
     if not as_json:
@@ -116,7 +122,7 @@ def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, 
 @click.option("--reuse", type=click.Path(path_type=Path),
               help="A previous plan.json: start from it and re-examine only changed ops.")
 def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
-           as_json: bool, eval_: Path, max_drop: float | None, max_bytes: int | None,
+           rewrites: tuple[str, ...], as_json: bool, eval_: Path, max_drop: float | None, max_bytes: int | None,
            max_latency_ms: float | None, cost: str, reuse: Path | None) -> None:
     """Pareto search over int16 plans; writes the plan and model at the chosen point.
 
@@ -127,7 +133,7 @@ def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, n
     constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
                                          "latency_ms" if cost == "latency" else "bytes")
     result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
-                        reuse, not as_json)
+                        reuse, not as_json, rewrites)
     write_search(out, result)
     click.echo(json.dumps(result.report, indent=2) if as_json else search_summary(result))
     if not as_json:

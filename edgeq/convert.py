@@ -21,14 +21,14 @@ from device_agent.runtimes import default_tflm_arena
 
 from . import __version__
 from .calibrate import CalibrationMethod
-from .data import load_dataset
 from .errors import InputError
 from .evaluate import Outputs, compare, run_model
 from .fsutil import atomic_output_dir
-from .load import FloatModel, load_model
+from .load import FloatModel
 from .opspec import select_ops
 from .plan import Plan, plan_indices
 from .quantize import Precision
+from .rewrite import load_inputs, write_contract
 from .session import QuantSession, Quantized, resolve_precisions
 
 log = logging.getLogger("edgeq")
@@ -49,6 +49,7 @@ class ConvertConfig:
     plan: Path | None = None
     strict: bool = False
     calibration: str = "minmax"
+    rewrites: tuple[str, ...] = ()
     show_progress: bool = True
 
     def resolved_mode(self) -> str:
@@ -80,14 +81,15 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     started = time.perf_counter()
     mode = cfg.resolved_mode()
     method = CalibrationMethod.parse(cfg.calibration)
-    model = load_model(cfg.model)
-    calib = load_dataset(cfg.calib, model.inputs)
-    evald = load_dataset(cfg.eval, model.inputs, labels=True) if cfg.eval else None
+    plan_in = Plan.load(cfg.plan) if cfg.plan else None
+    loaded = load_inputs(cfg.model, cfg.calib, cfg.eval,
+                         cfg.rewrites + (plan_in.rewrites if plan_in else ()))
+    model, calib, evald = loaded.model, loaded.calib, loaded.eval
     log.info("loaded %s (%s): %d inputs, %d outputs, float %d bytes", model.source, model.kind,
              len(model.inputs), len(model.outputs), len(model.tflite))
     session = QuantSession(model, calib, method, cfg.show_progress)
     log.info("calibrated (%s) on %d samples in %.2f s", method, len(calib), session.calibration_s)
-    requested, plan_default = _requested_int16(cfg, session)
+    requested, plan_default = _requested_int16(cfg, session, plan_in)
     wanted, default = resolve_precisions(session, mode, requested)
     default = plan_default or default
     allowed, warnings = session.supported_int16(wanted)
@@ -111,8 +113,9 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     tflm = tflm_check(quantized.tflite, quant_out)
     log.info("TFLite Micro: %s", "runs" if tflm["runs"] else f"fails ({tflm.get('error')})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
-                        _plan_metrics(metrics), default.value)
+                        _plan_metrics(metrics), default.value, loaded.rewritten.names)
     report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings)
+    report["rewrites"] = loaded.rewritten.to_dict()
     report["timing_s"] = {"calibrate": round(session.calibration_s, 3),
                           "quantize": round(quantize_s, 3), "evaluate": round(evaluate_s, 3),
                           "total": round(time.perf_counter() - started, 3)}
@@ -124,12 +127,12 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     return result
 
 
-def _requested_int16(cfg: ConvertConfig, session: QuantSession) -> tuple[set[int], Precision | None]:
+def _requested_int16(cfg: ConvertConfig, session: QuantSession,
+                     plan: Plan | None) -> tuple[set[int], Precision | None]:
     """Ops asked for by --int16 and --plan, and the plan's default precision if it has one."""
     chosen = select_ops(cfg.int16, session.ops) if cfg.int16 else set()
-    if not cfg.plan:
+    if plan is None:
         return chosen, None
-    plan = Plan.load(cfg.plan)
     return chosen | plan_indices(plan, session.ops, str(cfg.plan)), Precision(plan.default)
 
 
@@ -211,5 +214,6 @@ def write_outputs(out: Path, result: ConvertResult) -> None:
         (tmp / "model.tflite").write_bytes(result.tflite)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
         (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
+        write_contract(tmp, result.report["rewrites"]["preprocessing"])
 
 

@@ -180,10 +180,11 @@ def _fix_batch(data: bytes, source: str) -> bytes:
     if not changed:
         return data
     log.info("fixed the dynamic batch dimension of %s to 1", source)
-    return _pack(model)
+    return pack_tflite(model)
 
 
-def _pack(model) -> bytes:  # noqa: ANN001
+def pack_tflite(model) -> bytes:  # noqa: ANN001
+    """Serialise a schema object tree (ModelT) back to a .tflite flatbuffer."""
     import flatbuffers
 
     builder = flatbuffers.Builder(1024)

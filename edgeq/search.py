@@ -25,6 +25,7 @@ from .pareto import frontier, frontier_ids, plot, point_rows, points_csv
 from .plan import Plan, check_plan
 from .progress import progress
 from .quantize import Precision
+from .rewrite import write_contract
 
 log = logging.getLogger("edgeq")
 
@@ -112,6 +113,7 @@ class SearchResult:
     plan: Plan | None = None
     tflite: bytes = b""
     warnings: list[str] = field(default_factory=list)
+    study: Study | None = None  # to evaluate more plans with the same calibration
 
     @property
     def exit_code(self) -> int:
@@ -120,23 +122,25 @@ class SearchResult:
 
 def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Constraint = Constraint(),
            metric: str = "auto", calibration: str = "minmax", groups: bool = True,
-           reuse: Path | None = None, show_progress: bool = True) -> SearchResult:
+           reuse: Path | None = None, show_progress: bool = True,
+           rewrites: tuple[str, ...] = ()) -> SearchResult:
     """Measure sensitivity, walk the greedy path, keep the frontier, choose a point."""
-    study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress)
+    old = Plan.load(reuse) if reuse else None
+    study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
+                    rewrites + (old.rewrites if old else ()))
     n = len(study.candidates)
-    if reuse is None:
+    if old is None:
         sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
         greedy = greedy_points(study, sens, show_progress=show_progress)
         points = [sens.int8, sens.int16, *sens.upgraded, *sens.downgraded, *greedy]
-        sensitivity = sensitivity_report(study.session, study.evaluator, sens,
-                                         attribute_errors(study.session, study.evaluator.data, sens),
-                                         study.allowed, study.started)
+        sensitivity = sensitivity_report(
+            study, sens, attribute_errors(study.session, study.evaluator.data, sens))
         reused = None
     else:
-        sens, points, reused = _reuse(study, Plan.load(reuse), show_progress)
+        sens, points, reused = _reuse(study, old, show_progress)
         sensitivity = None
     choice = choose(points, constraint, sens.int16, study.evaluator.metric)
-    result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings)
+    result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings, study=study)
     if choice.met:
         result.plan, result.tflite = _materialise(study, choice.chosen)
     result.report = _report(study, sens, points, choice, constraint, n, reused)
@@ -178,7 +182,8 @@ def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
     quantized = study.session.quantize(set(point.int16), Precision(point.default))
     int16_ops = [o.float_op for o in quantized.int16_ops()]
     metrics = {"sqnr_db": point.sqnr_db, study.evaluator.metric.kind: point.value}
-    plan = Plan.for_ops(study.session.ops, int16_ops, metrics, default=point.default)
+    plan = Plan.for_ops(study.session.ops, int16_ops, metrics, point.default,
+                        study.rewritten.names)
     return plan, quantized.tflite
 
 
@@ -204,11 +209,13 @@ def _report(study: Study, sens: Sensitivity, points: list[Point], choice: Choice
         "runs": ev.runs,
         "run_budget": 3 * n + 2 + (1 if reused else 0),
         "reuse": reused,
-        "timing_s": {"calibrate": round(study.session.calibration_s, 3),
+        "timing_s": {"load": round(study.load_s, 3),
+                     "calibrate": round(study.session.calibration_s, 3),
                      "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
                      "runs": round(ev.run_seconds, 3),
                      "total": round(time.perf_counter() - study.started, 3)},
         "warnings": study.warnings,
+        "rewrites": study.rewritten.to_dict(),
     }
 
 
@@ -230,6 +237,7 @@ def write_search(out: Path, result: SearchResult) -> None:
         if result.plan is not None:
             (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
             (tmp / "model.tflite").write_bytes(result.tflite)
+            write_contract(tmp, report["rewrites"]["preprocessing"])
 
 
 def _axis_label(metric: Metric) -> str:

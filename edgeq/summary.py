@@ -34,6 +34,7 @@ def convert_summary(report: dict[str, Any]) -> str:
         lines.append(f"TFLite Micro  FAILS: {tflm.get('error', '')}")
     for op in report["float_ops"]:
         lines.append(f"float op      {op['op']} (node {op['index']}): {op['reason']}")
+    lines += [f"rewrite       {a['rewrite']}: {a['why']}" for a in report["rewrites"]["applied"]]
     lines += [f"warning       {w}" for w in report["warnings"]]
     if report.get("strict", {}).get("problems"):
         lines += [f"strict        {p}" for p in report["strict"]["problems"]]
