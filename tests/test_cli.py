@@ -83,14 +83,23 @@ BAD_INPUT_CASES = [
                                           str(f["plan_other"])], ["does not match", "SOFTMAX"]),
     ("bad calibration method", lambda f: [str(CNN), "--calib", str(CALIB), "--calibration",
                                           "median"], ["percentile:P"]),
+    ("unknown rewrite", lambda f: [str(CNN), "--calib", str(CALIB), "--rewrite", "fold"],
+     ["unknown rewrite 'fold'", "preprocessing"]),
 ]
 
 
-@pytest.mark.parametrize("case,argv,words", BAD_INPUT_CASES, ids=[c[0] for c in BAD_INPUT_CASES])
-def test_bad_input_is_one_line_exit_2_and_no_output(case, argv, words, bad_inputs, tmp_path,
-                                                     capsys) -> None:
+# analyze shares loading, data checks and rewrites with convert (not --int16 / --plan)
+CONVERT_ONLY = ("unknown op type", "regex matching nothing", "plan for another model")
+BAD_INPUT_RUNS = [("convert", *c) for c in BAD_INPUT_CASES] + [
+    ("analyze", *c) for c in BAD_INPUT_CASES if c[0] not in CONVERT_ONLY]
+
+
+@pytest.mark.parametrize("command,case,argv,words", BAD_INPUT_RUNS,
+                         ids=[f"{r[0]}: {r[1]}" for r in BAD_INPUT_RUNS])
+def test_bad_input_is_one_line_exit_2_and_no_output(command, case, argv, words, bad_inputs,
+                                                     tmp_path, capsys) -> None:
     out_dir = tmp_path / "OUT"
-    code, out, err = run_cli(["convert", *argv(bad_inputs), "-o", str(out_dir)], capsys)
+    code, out, err = run_cli([command, *argv(bad_inputs), "-o", str(out_dir)], capsys)
     assert code == 2, (case, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), err
