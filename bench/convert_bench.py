@@ -31,6 +31,7 @@ from edgeq.capture import captured_output  # noqa: E402
 from edgeq.data import load_dataset  # noqa: E402
 from edgeq.evaluate import compare, run_model  # noqa: E402
 from edgeq.load import load_model  # noqa: E402
+from edgeq.measure import latency_ms  # noqa: E402
 from edgeq.opspec import select_ops  # noqa: E402
 from edgeq.session import QuantSession  # noqa: E402
 from edgeq.quantize import Precision  # noqa: E402
@@ -54,18 +55,11 @@ def median_time(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
     return statistics.median(times), result
 
 
-def latency_ms(tflite: bytes, sample: list[np.ndarray], runs: int) -> float:
-    with captured_output("LiteRT"):
-        rt = LiteRTRuntime(tflite, num_threads=1)
-    raw = [quantize(x, s) for x, s in zip(sample, rt.inputs())]
-    for _ in range(20):
-        rt.infer(raw)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        rt.infer(raw)
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
+def float_latency_ms(tflite: bytes, sample: list[np.ndarray], runs: int) -> float:
+    """edgeq.measure.latency_ms on a float sample quantised for this model's inputs."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        raw = [quantize(x, s) for x, s in zip(sample, rt.inputs())]
+    return latency_ms(tflite, raw, runs)
 
 
 def main() -> None:
@@ -101,7 +95,7 @@ def main() -> None:
         metrics = compare(reference, run_model(tflite, evald), ["out"], evald.y)
         results[name] = {"bytes": len(tflite), "sqnr_db": round(metrics["sqnr_db"], 2),
                          "task": metrics["task"], "latency_ms_p50": round(
-                             latency_ms(tflite, sample, args.runs), 4)}
+                             float_latency_ms(tflite, sample, args.runs), 4)}
     print(json.dumps({
         "model": args.model,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

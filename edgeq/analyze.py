@@ -77,6 +77,13 @@ def _short(op: OpInfo) -> str:
     return "/".join(_scope_parts(op)[-3:])
 
 
+def upgrade_cost(base: Point, upgraded: Point) -> float:
+    """Relative size + latency increase from `base` to `upgraded` (floored: never free)."""
+    size = (upgraded.bytes - base.bytes) / base.bytes
+    latency = (upgraded.latency_ms - base.latency_ms) / max(base.latency_ms, 1e-9)
+    return max(size, 0.0) + max(latency, 0.0) + 1e-3
+
+
 @dataclass
 class Sensitivity:
     """Endpoints and both-way measurements of every candidate."""
@@ -98,11 +105,8 @@ class Sensitivity:
                 + (self.int16.sqnr_db - self.downgraded[k].sqnr_db))
 
     def cost(self, k: int) -> float:
-        """Relative size + latency increase of candidate k's upgrade (floored: never free)."""
-        up = self.upgraded[k]
-        size = (up.bytes - self.int8.bytes) / self.int8.bytes
-        latency = (up.latency_ms - self.int8.latency_ms) / max(self.int8.latency_ms, 1e-9)
-        return max(size, 0.0) + max(latency, 0.0) + 1e-3
+        """Relative cost of candidate k's upgrade from all-int8."""
+        return upgrade_cost(self.int8, self.upgraded[k])
 
     def ranked(self) -> list[int]:
         """Candidate indices, most gain per cost first."""

@@ -58,8 +58,16 @@ class Metric:
         return float(metrics["task"]["value"])
 
     def score(self, metrics: dict[str, Any]) -> float:
-        v = self.value(metrics)
-        return {"accuracy": 100.0 * v, "rmse": -v, "sqnr_db": v}[self.kind]
+        return self.to_score(self.value(metrics))
+
+    def to_score(self, value: float) -> float:
+        """A metric value as a higher-is-better score."""
+        return {"accuracy": 100.0 * value, "rmse": -value, "sqnr_db": value}[self.kind]
+
+    @property
+    def axis_label(self) -> str:
+        return {"accuracy": "accuracy (points)", "rmse": "-RMSE",
+                "sqnr_db": "output SQNR vs float (dB)"}[self.kind]
 
     def default_tolerance(self, reference_score: float) -> float:
         """Default allowed drop from all-int16x8: 0.5 accuracy points, 1 dB, or 1% of RMSE."""
@@ -81,8 +89,7 @@ class Point:
     int16_ops: int  # ops that really are int16 in the quantised model
     requantize_ops: int  # QUANTIZE ops inside the graph (int8 <-> int16 boundaries)
     activation_bytes: int  # bytes of all op outputs: what the TFLM arena must hold, before reuse
-    tflite: bytes = field(repr=False, default=b"")
-    outcomes: list = field(repr=False, default_factory=list)
+    tflite: bytes = field(repr=False, default=b"")  # kept only for the endpoints
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "default": self.default, "int16_requested": len(self.int16),
@@ -129,8 +136,7 @@ class Evaluator:
             int16_ops=len(quantized.int16_ops()),
             requantize_ops=sum(1 for op in ops if op.op == "QUANTIZE"),
             activation_bytes=_activation_bytes(ops),
-            tflite=quantized.tflite if keep_model else b"",
-            outcomes=quantized.outcomes if keep_model else [])
+            tflite=quantized.tflite if keep_model else b"")
         self.runs += 1
         self.run_seconds += time.perf_counter() - start
         log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.kind,

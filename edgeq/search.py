@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyze import (Sensitivity, Study, attribute_errors, measure_sensitivity,
-                      prepare, sensitivity_report, verdict)
+from .analyze import (Candidate, Study, attribute_errors, measure_sensitivity, prepare,
+                      sensitivity_report, upgrade_cost, verdict)
 from .errors import InputError, PlanError
 from .fsutil import atomic_output_dir
 from .measure import Metric, Point
@@ -86,14 +86,13 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
     return Choice(chosen, best, text)
 
 
-def greedy_points(study: Study, sens: Sensitivity, base: set[int] | None = None,
-                  order: list[int] | None = None, show_progress: bool = True) -> list[Point]:
-    """Evaluate each prefix of the candidates (by gain per cost) as one int8-default plan."""
+def greedy_points(study: Study, candidates: list[Candidate], order: list[int],
+                  base: set[int] | None = None, show_progress: bool = True) -> list[Point]:
+    """Evaluate each prefix of `candidates` in `order` (on top of `base`) as an int8-default plan."""
     chosen = set(base or ())
     points = []
-    ranked = sens.ranked() if order is None else order
-    for k in progress(ranked, "greedy", show_progress):
-        candidate = sens.candidates[k]
+    for k in progress(order, "greedy", show_progress):
+        candidate = candidates[k]
         if candidate.ops <= chosen:
             continue  # a group or op already covered: no run
         chosen |= candidate.ops
@@ -131,26 +130,29 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
     n = len(study.candidates)
     if old is None:
         sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
-        greedy = greedy_points(study, sens, show_progress=show_progress)
+        greedy = greedy_points(study, sens.candidates, sens.ranked(), show_progress=show_progress)
         points = [sens.int8, sens.int16, *sens.upgraded, *sens.downgraded, *greedy]
         sensitivity = sensitivity_report(
             study, sens, attribute_errors(study.session, study.evaluator.data, sens))
         reused = None
     else:
-        sens, points, reused = _reuse(study, old, show_progress)
+        points, reused = _reuse(study, old, show_progress)
         sensitivity = None
-    choice = choose(points, constraint, sens.int16, study.evaluator.metric)
+    int8, int16 = points[0], points[1]
+    choice = choose(points, constraint, int16, study.evaluator.metric)
     result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings, study=study)
     if choice.met:
         result.plan, result.tflite = _materialise(study, choice.chosen)
-    result.report = _report(study, sens, points, choice, constraint, n, reused)
+    result.report = _report(study, int8, int16, points, choice, constraint, n, reused)
     log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n,
              result.report["verdict"]["text"])
     return result
 
 
-def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[Sensitivity, list[Point], dict]:
-    """Start from the old plan's int16 ops; re-examine only candidates touching changed ops."""
+def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[list[Point], dict[str, Any]]:
+    """Start from the old plan's int16 ops; re-examine only candidates touching changed ops.
+
+    Returns the points (all-int8 and all-int16x8 first) and what was reused."""
     check = check_plan(old, study.session.ops)
     if old.graph and len(check.removed) + len(check.renamed) == len(old.graph):
         raise PlanError(f"the --reuse plan was made for another model: none of its {len(old.graph)} "
@@ -165,16 +167,14 @@ def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[Sensitivity, l
     start = ev.run(base, Precision.INT8, "old plan")
     upgraded = [ev.run(base | c.ops, Precision.INT8, f"old plan +{c.name}")
                 for c in progress(touched, "re-examining", show_progress)]
-    # gain here is measured from the old plan: only candidates that help are walked
-    sens = Sensitivity(start, int16, touched, upgraded, [int16] * len(touched))
-    helpful = [k for k in range(len(touched)) if upgraded[k].sqnr_db > start.sqnr_db]
-    order = sorted(helpful, key=lambda k: -(upgraded[k].sqnr_db - start.sqnr_db) / sens.cost(k))
-    greedy = greedy_points(study, sens, base, order, show_progress)
+    helpful = [k for k, p in enumerate(upgraded) if p.sqnr_db > start.sqnr_db]
+    order = sorted(helpful, key=lambda k: -(upgraded[k].sqnr_db - start.sqnr_db)
+                   / upgrade_cost(start, upgraded[k]))
+    greedy = greedy_points(study, touched, order, base, show_progress)
     info = {"plan_entries": len(old.int16), "still_matching": len(base),
             "changed_ops": len(changed), "re_examined_candidates": len(touched),
             "drift": check.drift()}
-    sens.int8 = int8
-    return sens, [int8, int16, start, *upgraded, *greedy], info
+    return [int8, int16, start, *upgraded, *greedy], info
 
 
 def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
@@ -187,7 +187,7 @@ def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
     return plan, quantized.tflite
 
 
-def _report(study: Study, sens: Sensitivity, points: list[Point], choice: Choice,
+def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice: Choice,
             constraint: Constraint, n: int, reused: dict | None) -> dict[str, Any]:
     ev = study.evaluator
     on_front = frontier_ids(points)
@@ -200,8 +200,8 @@ def _report(study: Study, sens: Sensitivity, points: list[Point], choice: Choice
                        "description": choice.description, "met": choice.met},
         "chosen": choice.chosen.to_dict() if choice.chosen else None,
         "best": choice.best.to_dict(),
-        "endpoints": {"all_int8": sens.int8.to_dict(), "all_int16x8": sens.int16.to_dict()},
-        "verdict": verdict(points, sens.int8, sens.int16, ev.metric),
+        "endpoints": {"all_int8": int8.to_dict(), "all_int16x8": int16.to_dict()},
+        "verdict": verdict(points, int8, int16, ev.metric),
         "frontier": {axis: [p.label for p in frontier(points, axis)]
                      for axis in ("bytes", "latency_ms")},
         "points": point_rows(points, on_front),
@@ -227,22 +227,16 @@ def write_search(out: Path, result: SearchResult) -> None:
         (tmp / "pareto.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "pareto.csv").write_text(points_csv(result.points, frontier_ids(result.points)))
         marks = {p.label: p for p in result.points if p.label in ("all-int8", "all-int16x8")}
-        float_value = report["float_value"]
-        metric = Metric(report["metric"])
-        plot(tmp / "pareto.png", result.points, marks, result.choice.chosen,
-             _axis_label(metric), None if float_value is None else metric.score(
-                 {"task": {"value": float_value}}), f"edgeq search: {report['model']}")
+        metric, float_value = Metric(report["metric"]), report["float_value"]
+        plot(tmp / "pareto.png", result.points, marks, result.choice.chosen, metric.axis_label,
+             None if float_value is None else metric.to_score(float_value),
+             f"edgeq search: {report['model']}")
         if result.sensitivity is not None:
             (tmp / "sensitivity.json").write_text(json.dumps(result.sensitivity, indent=2) + "\n")
         if result.plan is not None:
             (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
             (tmp / "model.tflite").write_bytes(result.tflite)
             write_contract(tmp, report["rewrites"]["preprocessing"])
-
-
-def _axis_label(metric: Metric) -> str:
-    return {"accuracy": "accuracy (points)", "rmse": "-RMSE",
-            "sqnr_db": "output SQNR vs float (dB)"}[metric.kind]
 
 
 def search_summary(result: SearchResult) -> str:
