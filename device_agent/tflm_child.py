@@ -48,7 +48,7 @@ def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: 
                                         f"(arena {arena_size} bytes): {_last_line(proc.stderr)}")
         if (work / "error.txt").exists():
             error = (work / "error.txt").read_text().strip()
-            log = _log_lines(proc.stderr)
+            log = tflm_log_summary(proc.stderr)
             return TFLMRun(False, error=f"{error} ({log})" if log else error)
         if proc.returncode != 0 or not (work / "outputs.npz").exists():
             return TFLMRun(False, error=f"TFLM child failed: {_last_line(proc.stderr)}")
@@ -57,7 +57,7 @@ def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: 
         return TFLMRun(True, outputs, version=(work / "version.txt").read_text())
 
 
-def _log_lines(text: str, limit: int = 3) -> str:
+def tflm_log_summary(text: str, limit: int = 3) -> str:
     """TFLM's own log (e.g. "Didn't find op for builtin opcode 'GELU'"), on one line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines[:limit])

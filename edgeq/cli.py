@@ -143,6 +143,58 @@ def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, n
 
 
 @cli.group()
+def export() -> None:
+    """Export a quantised model for a deployment target."""
+
+
+@export.command("micro")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Output directory (C/C++ sources, template, manifest.json); written atomically.")
+@click.option("--name", required=True, help="Model name for C symbols (g_NAME_model_data, ...).")
+@click.option("--target", type=click.Choice(["generic", "arduino", "zephyr", "esp-idf"]),
+              default="generic", show_default=True, help="Firmware template to render.")
+@click.option("--golden", type=click.Path(path_type=Path),
+              help="eval.npz: a few samples become golden input/output C arrays and a board test.")
+@click.option("--golden-samples", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--section", help="Linker section for the model array (e.g. .model_flash).")
+@click.option("--preprocessing", type=click.Path(path_type=Path),
+              help="Preprocessing contract (default: preprocessing.json beside MODEL, if any).")
+@click.option("--no-verify", is_flag=True,
+              help="Skip compiling the sources and re-running the compiled bytes in TFLM.")
+@click.option("--json", "as_json", is_flag=True, help="Print manifest.json.")
+def export_micro(model: Path, out: Path, name: str, target: str, golden: Path | None,
+                 golden_samples: int, section: str | None, preprocessing: Path | None,
+                 no_verify: bool, as_json: bool) -> None:
+    """C arrays for TensorFlow Lite Micro: exact op resolver, measured arena, model hash."""
+    from .micro import MicroConfig
+    from .micro import export_micro as run_export
+
+    manifest = run_export(MicroConfig(model, out, name, target, golden, section, preprocessing,
+                                      golden_samples, not no_verify))
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    a, m = manifest["arena"], manifest["model"]
+    click.echo(f"edgeq export micro: {model} -> {out}/ ({target})")
+    click.echo(f"model     g_{manifest['name']}_model_data: {m['bytes']:,} bytes, sha256 {m['sha256'][:16]}...")
+    click.echo(f"ops       {manifest['op_resolver_size']}: " + ", ".join(o["op"] for o in manifest["ops"]))
+    click.echo(f"arena     {a['exported_bytes']:,} bytes = measured {a['measured_bytes']:,} + margin "
+               f"{a['margin_bytes']:,} (TFLM Python default {a['tflm_python_default_bytes']:,})")
+    verified = manifest.get("verified")
+    if verified:
+        for target_name, v in verified["objects"].items():
+            click.echo(f"compiled  {target_name}: " + (f"{v['compiler']}, {v['section']}, aligned "
+                       f"{v['alignment']}, read-only, bytes equal" if v["checked"] else
+                       f"skipped ({v['compiler']} {v['why']})"))
+        t = verified.get("tflm_from_object")
+        if t:
+            click.echo(f"TFLM      compiled bytes run in a {t['arena_bytes']:,}-byte arena; max |diff| vs "
+                       f"LiteRT {t['max_abs_diff_lsb_vs_litert']} LSB over {t['samples']} samples")
+    click.echo(f"\nwrote {len(manifest['files'])} files to {out}/")
+
+
+@cli.group()
 def plan() -> None:
     """Precision plans (plan.json): check them against a model."""
 
