@@ -17,6 +17,7 @@ demo: install
 bench: install
 	$(PYTHON) bench/convert_bench.py
 	$(PYTHON) bench/search_bench.py
+	$(PYTHON) bench/export_bench.py
 
 # Retrain the bundled example models (seeded; needs only scikit-learn's bundled data).
 examples: install
