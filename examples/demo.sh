@@ -33,4 +33,8 @@ echo
 run edgeq search examples/digits_attention.keras -o "$OUT/search-digits_attention" \
   $(data digits_attention) --metric sqnr --rewrite all | tail -4
 echo
+# the chosen digits_attention plan as a TFLite Micro project (C arrays, resolver, measured arena)
+run edgeq export micro "$OUT/search-digits_attention/model.tflite" -o "$OUT/micro-digits_attention" \
+  --name digits_attention --golden examples/digits_attention_eval.npz
+echo
 "$PYTHON" examples/demo_table.py "$OUT"
