@@ -3,12 +3,16 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= out/demo
 
-.PHONY: install test demo bench examples clean
+.PHONY: install system-deps test demo bench examples clean
+
+# Debian packages: compilers for export micro, mosquitto for the fleet tests (root + apt-get).
+system-deps:
+	bash .ci/system-deps.sh
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[host,test]'
 
-test: install
+test: system-deps install
 	$(PYTHON) -m pytest -q
 
 demo: install
@@ -18,6 +22,7 @@ bench: install
 	$(PYTHON) bench/convert_bench.py
 	$(PYTHON) bench/search_bench.py
 	$(PYTHON) bench/export_bench.py
+	$(PYTHON) bench/fleet_bench.py
 
 # Retrain the bundled example models (seeded; needs only scikit-learn's bundled data).
 examples: install

@@ -65,7 +65,10 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 @runtime_checkable
 class Runtime(Protocol):
-    """A loaded model that runs one sample at a time. Use as a context manager."""
+    """A loaded model that runs one sample at a time. Use as a context manager.
+
+    `infer` = `load_inputs` + `invoke` + `read_outputs`; benchmarks time `invoke` alone, as
+    LiteRT's benchmark_model does."""
 
     name: str
     version: str
@@ -75,6 +78,12 @@ class Runtime(Protocol):
     def outputs(self) -> list[TensorSpec]: ...
 
     def infer(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+    def load_inputs(self, inputs: Sequence[np.ndarray]) -> None: ...
+
+    def invoke(self) -> None: ...
+
+    def read_outputs(self) -> list[np.ndarray]: ...
 
     def __enter__(self) -> Runtime: ...
 
@@ -116,6 +125,21 @@ class _RuntimeBase:
     def close(self) -> None:
         """Release the interpreter."""
 
+    def infer(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Check and load `inputs` (raw, in the model's dtypes), invoke, return raw outputs."""
+        self.load_inputs(inputs)
+        self.invoke()
+        return self.read_outputs()
+
+    def load_inputs(self, inputs: Sequence[np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def invoke(self) -> None:
+        raise NotImplementedError
+
+    def read_outputs(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
     def _check_inputs(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self._inputs):
             raise ValueError(f"model has {len(self._inputs)} inputs, got {len(inputs)} arrays")
@@ -156,10 +180,14 @@ class _TfliteInterpreterRuntime(_RuntimeBase):
         self._inputs = [spec_from_details(d, in_names.get(d["index"])) for d in self._input_details]
         self._outputs = [spec_from_details(d, out_names.get(d["index"])) for d in self._output_details]
 
-    def infer(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def load_inputs(self, inputs: Sequence[np.ndarray]) -> None:
         for arr, d in zip(self._check_inputs(inputs), self._input_details):
             self.interpreter.set_tensor(d["index"], arr)
+
+    def invoke(self) -> None:
         self.interpreter.invoke()
+
+    def read_outputs(self) -> list[np.ndarray]:
         return [self.interpreter.get_tensor(d["index"]).copy() for d in self._output_details]
 
 
@@ -196,9 +224,12 @@ class TFLMRuntime(_RuntimeBase):
     """
 
     name = "tflm"
+    module = "tflite_micro.python.tflite_micro.runtime"
     dist = "tflite-micro"
 
-    def __init__(self, model: bytes, arena_size: int | None = None) -> None:
+    def __init__(self, model: bytes, arena_size: int | None = None, num_threads: int = 1) -> None:
+        # num_threads is accepted so every runtime opens the same way; TFLM runs on one thread.
+        del num_threads
         try:
             from tflite_micro.python.tflite_micro import runtime as tflm
         except ImportError as e:
@@ -212,10 +243,14 @@ class TFLMRuntime(_RuntimeBase):
         self._outputs = [spec_from_details(self.interpreter.get_output_details(i), f"output_{i}")
                          for i in range(n_out)]
 
-    def infer(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def load_inputs(self, inputs: Sequence[np.ndarray]) -> None:
         for i, arr in enumerate(self._check_inputs(inputs)):
             self.interpreter.set_input(arr, i)
+
+    def invoke(self) -> None:
         self.interpreter.invoke()
+
+    def read_outputs(self) -> list[np.ndarray]:
         return [np.array(self.interpreter.get_output(i)) for i in range(len(self._outputs))]
 
 
@@ -264,6 +299,25 @@ def _dist_version(dist: str) -> str:
 def runtime_registry() -> dict[str, type]:
     """Known runtimes by name, in `auto` preference order."""
     return {"litert": LiteRTRuntime, "tflite-runtime": TfliteRuntime, "tflm": TFLMRuntime}
+
+
+def resolve_runtime(name: str) -> tuple[str, str]:
+    """(runtime name, package version) that `name` ('auto' = first installed) will open, without
+    loading a model; RuntimeUnavailable when it is not installed."""
+    registry = runtime_registry()
+    if name != "auto" and name not in registry:
+        raise ValueError(f"unknown runtime '{name}'; known: {', '.join(registry)}, auto")
+    for candidate, cls in registry.items():
+        if name not in ("auto", candidate):
+            continue
+        try:
+            importlib.import_module(cls.module)
+        except ImportError:
+            continue
+        return candidate, _dist_version(cls.dist)
+    wanted = "any of " + ", ".join(registry) if name == "auto" else f"'{name}'"
+    raise RuntimeUnavailable(f"no interpreter installed for {wanted}; "
+                             "install ai-edge-litert (pip install 'edgeq[agent]')")
 
 
 def open_runtime(name: str, model: bytes, **kwargs: Any) -> Runtime:

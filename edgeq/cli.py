@@ -223,6 +223,211 @@ def plan_check(model: Path, plan_file: Path, as_json: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+def _broker_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared by fleet commands
+    for option in reversed([
+        click.option("--broker", required=True, metavar="URL",
+                     help="mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS."),
+        click.option("--username", help="Broker username."),
+        click.option("--password-file", type=click.Path(path_type=Path),
+                     help="File holding the broker password (kept out of `ps`)."),
+        click.option("--tls-ca", type=click.Path(path_type=Path),
+                     help="CA certificate to verify an mqtts:// broker."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _broker(url: str, username: str | None, password_file: Path | None, tls_ca: Path | None):  # noqa: ANN202
+    from device_agent.connection import Broker, ConnectionConfigError
+
+    from .errors import InputError
+
+    try:
+        return Broker.from_url(url, username, password_file, tls_ca)
+    except ConnectionConfigError as e:
+        raise InputError(str(e)) from e
+
+
+def _device(device: str) -> str:
+    from device_agent.protocol import ProtocolError, check_device_id
+
+    from .errors import InputError
+
+    try:
+        return check_device_id(device)
+    except ProtocolError as e:
+        raise InputError(str(e)) from e
+
+
+@cli.group()
+def keys() -> None:
+    """Ed25519 keys that sign deploy bundles."""
+
+
+@keys.command("generate")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Directory for host.key (private, mode 0600) and host.pub (give to agents).")
+def keys_generate(out: Path) -> None:
+    """Make a signing key pair; refuses to overwrite an existing key."""
+    from device_agent.signing import SignatureError, generate_keys
+
+    from .errors import InputError
+
+    try:
+        private, public = generate_keys(out)
+    except SignatureError as e:
+        raise InputError(str(e)) from e
+    click.echo(f"wrote {private} (keep private) and {public} (agents: --trust-key {public})")
+
+
+@cli.command("deploy")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--device", required=True, help="Device id of the target agent.")
+@_broker_options
+@click.option("--key", required=True, type=click.Path(path_type=Path),
+              help="Signing key (host.key from `edgeq keys generate`).")
+@click.option("--eval", "eval_", type=click.Path(path_type=Path),
+              help="eval.npz shipped with the model: the device reports accuracy and agreement "
+                   "with the host's quantised outputs on it.")
+@click.option("--eval-samples", type=click.IntRange(0), default=0, show_default=True,
+              help="Ship at most this many eval samples (0: all).")
+@click.option("--preprocessing", type=click.Path(path_type=Path),
+              help="Preprocessing contract (default: preprocessing.json beside MODEL, if any).")
+@click.option("--name", help="Model name on the device (default: from the path).")
+@click.option("--chunk-kb", type=click.IntRange(1, 16384), default=256, show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for each answer of the device.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def deploy_cmd(model: Path, device: str, broker: str, username: str | None,
+               password_file: Path | None, tls_ca: Path | None, key: Path, eval_: Path | None,
+               eval_samples: int, preprocessing: Path | None, name: str | None, chunk_kb: int,
+               timeout: float, as_json: bool) -> None:
+    """Send a quantised MODEL to a device; wait until it is activated or rejected.
+
+    Exit 0 activated; 1 the device rejected it (reason printed, its old model stays active);
+    2 bad input; 3 broker or device unreachable / timed out."""
+    from .fleet.deploy import DeployConfig, deploy
+
+    verdict = deploy(DeployConfig(model, _device(device), _broker(broker, username, password_file,
+                                                                  tls_ca), key, eval_,
+                                  eval_samples, preprocessing, name, chunk_kb * 1024, timeout,
+                                  show_progress=not as_json))
+    if as_json:
+        click.echo(json.dumps(verdict, indent=2))
+        return
+    b, t, m = verdict["bundle"], verdict["seconds"], verdict["model"] or {}
+    click.echo(f"edgeq deploy: {model} -> {device}: {verdict['state']} "
+               f"({m.get('name')}, sha256 {str(m.get('sha256'))[:12]}..., {verdict['runtime']})")
+    click.echo(f"bundle   {b['bytes']:,} bytes in {b['chunks']} chunks, {b['eval_samples']} eval "
+               f"samples{', preprocessing contract' if b['preprocessing'] else ''}")
+    click.echo(f"time     transfer {t['transfer']:.2f} s ({verdict['throughput_mb_s']} MB/s), "
+               f"device check + activate {t['activate']:.2f} s, total {t['total']:.2f} s")
+
+
+@cli.command("bench")
+@click.option("--device", required=True, help="Device id.")
+@_broker_options
+@click.option("--runs", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Keep timing at least this long.")
+@click.option("--max-seconds", type=click.FloatRange(0.01), default=60.0, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--power-window", type=click.FloatRange(0.1), default=2.0, show_default=True,
+              help="Seconds of idle and of busy power sampling.")
+@click.option("--no-power", is_flag=True, help="Skip the power windows.")
+@click.option("--no-eval", is_flag=True, help="Skip accuracy on the deployed eval set.")
+@click.option("--timeout", type=float, help="Seconds to wait for the report (default: from the run).")
+@click.option("--json", "as_json", is_flag=True, help="Print the device's result message.")
+def bench_cmd(device: str, broker: str, username: str | None, password_file: Path | None,
+              tls_ca: Path | None, runs: int, warmup: int, min_seconds: float, max_seconds: float,
+              threads: int, power_window: float, no_power: bool, no_eval: bool,
+              timeout: float | None, as_json: bool) -> None:
+    """Benchmark the device's active model: latency, power, accuracy; print the report.
+
+    Exit 0 report without errors; 1 the device failed or refused; 3 unreachable / timed out."""
+    from .fleet.remote import benchmark_timeout, request_report
+    from .summary import bench_summary
+
+    args = {"runs": runs, "warmup": warmup, "min_seconds": min_seconds,
+            "max_seconds": max_seconds, "threads": threads, "power": not no_power,
+            "power_window_s": power_window, "evaluate": not no_eval}
+    result = request_report(_broker(broker, username, password_file, tls_ca), _device(device),
+                            "benchmark", timeout or benchmark_timeout(args), **args)
+    click.echo(json.dumps(result, indent=2) if as_json else bench_summary(result))
+    sys.exit(1 if result["errors"] else 0)
+
+
+@cli.command("devices")
+@_broker_options
+@click.option("--json", "as_json", is_flag=True, help="Print the retained statuses as JSON.")
+def devices_cmd(broker: str, username: str | None, password_file: Path | None,
+                tls_ca: Path | None, as_json: bool) -> None:
+    """Every device that has connected: online/offline, arch, runtime, active model."""
+    from .fleet.session import list_devices
+    from .summary import devices_table
+
+    found = list_devices(_broker(broker, username, password_file, tls_ca))
+    click.echo(json.dumps(found, indent=2) if as_json else devices_table(found))
+
+
+@cli.command("collect")
+@_broker_options
+@click.option("--db", required=True, type=click.Path(path_type=Path), help="SQLite result store.")
+@click.option("--group", default="edgeq", show_default=True,
+              help="Shared-subscription group: collectors in one group split the results.")
+@click.option("--client-id", help="Stable MQTT client id (default: edgeq-collector-HOST-GROUP); "
+                                  "the broker keeps its session while it is down.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics.")
+def collect_cmd(broker: str, username: str | None, password_file: Path | None,
+                tls_ca: Path | None, db: Path, group: str, client_id: str | None,
+                metrics_port: int | None) -> None:
+    """Collector daemon: store every device result once, until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from .fleet.collector import Collector, CollectorConfig
+
+    log.setLevel(min(log.getEffectiveLevel(), logging.INFO))  # a daemon says what it stores
+    collector = Collector(CollectorConfig(_broker(broker, username, password_file, tls_ca), db,
+                                          group, client_id, metrics_port=metrics_port))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    collector.run(stop)
+
+
+@cli.command("reports")
+@click.option("--db", required=True, type=click.Path(path_type=Path), help="SQLite result store.")
+@click.option("--device", help="Only this device.")
+@click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG comparison.")
+def reports_cmd(db: Path, device: str | None, as_json: bool, as_csv: bool,
+                plot: Path | None) -> None:
+    """Compare devices and models side by side: latency, energy, accuracy, agreement."""
+    from .fleet.reports import plot as plot_rows
+    from .fleet.reports import summarize, table, to_csv
+    from .fleet.store import open_store
+
+    store = open_store(db, must_exist=True)
+    try:
+        rows = summarize(store.results(device))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"rows": rows}, indent=2))
+    elif as_csv:
+        click.echo(to_csv(rows), nl=False)
+    else:
+        click.echo(table(rows))
+    if plot and rows:
+        plot_rows(rows, plot)
+        if not (as_json or as_csv):
+            click.echo(f"\nwrote {plot}")
+
+
 def main() -> None:
     """Entry point: EdgeqError -> one line on stderr and exit 2."""
     try:

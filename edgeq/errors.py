@@ -17,3 +17,15 @@ class ModelError(EdgeqError):
 
 class PlanError(EdgeqError):
     """A precision plan does not apply to this model (stale or for another model)."""
+
+
+class DeviceRefused(EdgeqError):
+    """A device answered and said no (deploy rejected, command failed); the text is its reason."""
+
+    exit_code = 1
+
+
+class DeviceUnreachable(EdgeqError):
+    """The broker or the device did not answer in time (offline, unknown, timed out)."""
+
+    exit_code = 3

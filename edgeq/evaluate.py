@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device_agent.runtimes import LiteRTRuntime, dequantize, quantize
+from device_agent.metrics import cosine, finite_db, sqnr_db, task_metric
+from device_agent.preprocessing import Contract
+from device_agent.runtimes import LiteRTRuntime, TensorSpec, dequantize, quantize
 
 from .capture import captured_output
-from .data import Dataset
+from .data import Dataset, load_dataset
 from .progress import progress
 
 
@@ -41,35 +44,6 @@ def run_model(tflite: bytes, data: Dataset, show_progress: bool = False,
     return Outputs(values, raw, raw_inputs)
 
 
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantisation-noise ratio in dB (inf when identical)."""
-    ref = reference.astype(np.float64).ravel()
-    noise = float(np.sum((ref - test.astype(np.float64).ravel()) ** 2))
-    signal = float(np.sum(ref**2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(max(signal, 1e-30) / noise)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of the flattened arrays."""
-    a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    denom = float(np.linalg.norm(a64) * np.linalg.norm(b64))
-    return float(a64 @ b64 / denom) if denom else 1.0
-
-
-def task_metric(values: np.ndarray, y: np.ndarray | None) -> dict[str, Any] | None:
-    """Accuracy (int labels, argmax of output 0) or RMSE (float targets)."""
-    if y is None:
-        return None
-    if np.issubdtype(y.dtype, np.integer):
-        pred = values.reshape(len(y), -1).argmax(axis=1)
-        return {"metric": "accuracy", "value": float(np.mean(pred == y.ravel()))}
-    pred = values.reshape(len(y), -1)
-    err = pred - y.reshape(len(y), -1).astype(np.float64)
-    return {"metric": "rmse", "value": float(np.sqrt(np.mean(err**2)))}
-
-
 def compare(reference: Outputs, test: Outputs, names: list[str],
             y: np.ndarray | None) -> dict[str, Any]:
     """Per-output SQNR and cosine of `test` vs `reference`, plus both task metrics."""
@@ -85,6 +59,36 @@ def compare(reference: Outputs, test: Outputs, names: list[str],
     }
 
 
-def finite_db(x: float) -> float:
-    """JSON has no inf: cap identical outputs at 200 dB."""
-    return min(x, 200.0)
+@dataclass(frozen=True)
+class Reference:
+    """A quantised model's own I/O on a dataset: what a device running it must reproduce."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    data: Dataset  # float inputs as given, before any preprocessing contract
+    raw_inputs: list[np.ndarray]  # per model input, (N, *shape), preprocessed and quantised
+    raw_outputs: list[np.ndarray]  # per model output, (N, *shape), LiteRT's raw values
+
+
+def quantized_reference(tflite: bytes, data_path: Path, contracts: dict[str, Contract],
+                        limit: int = 0) -> Reference:
+    """Run a quantised model in LiteRT on (at most `limit`) samples of an .npz, applying each
+    input's preprocessing contract first, exactly as a device will."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        inputs, outputs = rt.inputs(), rt.outputs()
+        as_float = tuple(dataclasses.replace(s, dtype="float32") if s.quantized else s
+                         for s in inputs)
+        data = load_dataset(data_path, as_float, labels=True)
+        data = data.head(limit) if limit else data
+        raw_in: list[list[np.ndarray]] = [[] for _ in inputs]
+        raw_out: list[list[np.ndarray]] = [[] for _ in outputs]
+        for k in range(len(data)):
+            sample = [contracts[s.name].apply(x) if s.name in contracts else x
+                      for x, s in zip(data.sample(k), inputs)]
+            q = [quantize(x, s).reshape(s.shape) for x, s in zip(sample, inputs)]
+            for i, x in enumerate(q):
+                raw_in[i].append(x)
+            for i, y in enumerate(rt.infer(q)):
+                raw_out[i].append(y)
+    return Reference(inputs, outputs, data, [np.stack(x) for x in raw_in],
+                     [np.stack(y) for y in raw_out])

@@ -141,6 +141,17 @@ def _run_converter(path: Path, converter) -> bytes:  # noqa: ANN001
                          f"{_one_line(e)}") from e
 
 
+def read_quantized_tflite(path: Path) -> bytes:
+    """The bytes of a quantised .tflite (from `edgeq convert`), or InputError saying why not."""
+    if not Path(path).is_file():
+        raise InputError(f"model not found: {path} (expected a quantised .tflite from edgeq convert)")
+    data = Path(path).read_bytes()
+    if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
+        raise InputError(f"{path}: not a TFLite flatbuffer (missing 'TFL3' identifier); expected "
+                         "the model.tflite written by `edgeq convert`")
+    return data
+
+
 def _read_float_tflite(path: Path) -> bytes:
     return _check_float_tflite(path.read_bytes(), str(path))
 

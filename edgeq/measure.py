@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.metrics import finite_db, sqnr_db
 from device_agent.runtimes import LiteRTRuntime, dequantize, quantize, spec_from_details
 
 from .capture import captured_output
 from .data import Dataset
 from .errors import InputError
-from .evaluate import Outputs, compare, finite_db, run_model, sqnr_db
+from .evaluate import Outputs, compare, run_model
 from .graph import OpInfo, read_ops
 from .quantize import Precision
 from .session import QuantSession

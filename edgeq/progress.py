@@ -17,3 +17,23 @@ def progress(items: Iterable[T], label: str, enabled: bool = True) -> Iterator[T
     from tqdm import tqdm
 
     yield from tqdm(items, desc=label, delay=1.0, leave=False, file=sys.stderr)
+
+
+class ByteProgress:
+    """A bytes bar (tqdm, on a terminal, after 1 s) that is told the absolute count."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, delay=1.0,
+                            leave=False, file=sys.stderr)
+
+    def set(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

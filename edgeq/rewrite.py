@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime
 
 from .capture import captured_output
@@ -43,37 +44,6 @@ def parse_rewrites(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if unknown:
         raise InputError(f"unknown rewrite '{unknown[0]}'; expected all or {', '.join(REWRITES)}")
     return tuple(n for n in REWRITES if n in flat)
-
-
-@dataclass(frozen=True)
-class Contract:
-    """Preprocessing moved out of the model: apply `steps` to input `input` before inference."""
-
-    input: str
-    steps: tuple[tuple[str, np.ndarray], ...]  # (sub|add|mul|div, constant)
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        y = np.asarray(x, np.float32)
-        for op, c in self.steps:
-            y = {"sub": np.subtract, "add": np.add, "mul": np.multiply, "div": np.divide}[op](y, c)
-        return y.astype(np.float32)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Contract:
-        return cls(d["input"], tuple((s["op"], np.asarray(s["values"], np.float32).reshape(s["shape"]))
-                                     for s in d["steps"]))
-
-    def formula(self) -> str:
-        text = self.input
-        for k, (op, _) in enumerate(self.steps):
-            sym = {"sub": "-", "add": "+", "mul": "*", "div": "/"}[op]
-            text = f"({text} {sym} c{k})"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "formula": self.formula(), "dtype": "float32",
-                "steps": [{"op": op, "constant": f"c{k}", "shape": list(c.shape),
-                           "values": c.ravel().tolist()} for k, (op, c) in enumerate(self.steps)]}
 
 
 @dataclass
@@ -346,3 +316,20 @@ def write_contract(directory: Path, contracts: list[dict[str, Any]]) -> None:
         (directory / "preprocessing.json").write_text(
             json.dumps({"format": "edgeq-preprocessing", "schema_version": 1,
                         "inputs": contracts}, indent=2) + "\n")
+
+
+def read_contracts(model: Path, explicit: Path | None = None) -> list[dict[str, Any]]:
+    """The preprocessing contracts that travel with a quantised model: `explicit`, else
+    preprocessing.json beside it; [] when it has none."""
+    path = explicit or Path(model).parent / "preprocessing.json"
+    if not path.is_file():
+        if explicit:
+            raise InputError(f"preprocessing contract not found: {path}")
+        return []
+    try:
+        contracts = json.loads(path.read_text())["inputs"]
+        for c in contracts:
+            Contract.from_dict(c)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not an edgeq preprocessing contract ({e})") from e
+    return contracts

@@ -49,3 +49,54 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
     if task and ref:
         lines.append(f"  {task['metric']:<20} {task['value']:.4f} (float {ref['value']:.4f})")
     return lines
+
+
+def bench_summary(result: dict[str, Any]) -> str:
+    """A device's benchmark report, a few lines."""
+    rt, model = result["runtime"], result["model"]
+    lines = [f"edgeq bench: {result['device']} ({result['arch']}, {rt['name']} {rt['version']}, "
+             f"{rt.get('threads', 1)} thread(s)) model {model.get('name')} "
+             f"(sha256 {model['sha256'][:12]}...)"]
+    lat = result.get("latency")
+    if lat:
+        lines.append(f"latency   {lat['runs']} runs on {lat.get('inputs', 'inputs')}: p50 "
+                     f"{lat['p50_ms']:.4f}  p90 {lat['p90_ms']:.4f}  p99 {lat['p99_ms']:.4f}  "
+                     f"mean {lat['mean_ms']:.4f} +- {lat['std_ms']:.4f} ms")
+        lines.append(f"          init {lat['init_ms']:.2f} ms, first inference "
+                     f"{lat['first_inference_ms']:.3f} ms, {lat['warmup_runs']} warm-up runs, "
+                     f"peak RSS {lat['peak_rss_bytes'] / 2**20:.1f} MiB")
+    power = result.get("power")
+    if power:
+        if power.get("energy_per_inference_mj") is None:
+            lines.append(f"power     {power['source']}: not measured ({power['reason']})")
+        else:
+            lines.append(f"power     {power['source']}: idle {power['idle_w']:.3f} W, busy "
+                         f"{power['busy_w']:.3f} W, {power['energy_per_inference_mj']:.4f} mJ per "
+                         f"inference ({power['dynamic_energy_per_inference_mj']:.4f} above idle)")
+    acc = result.get("accuracy")
+    if acc:
+        task, host, agree = acc.get("task"), acc.get("host_task"), acc.get("agreement")
+        if task:
+            ref = f" (host {host['value']:.4f})" if host else ""
+            lines.append(f"accuracy  {task['metric']} {task['value']:.4f}{ref} on "
+                         f"{acc['samples']} samples")
+        if agree:
+            lines.append(f"agreement {agree['exact_match_rate'] * 100:.1f}% of samples bit-exact "
+                         f"with the host, max {agree['max_abs_diff_lsb']} LSB, cosine "
+                         f"{agree['cosine']:.5f}")
+    lines += [f"error     {e}" for e in result.get("errors") or []]
+    lines.append(f"report    {result['report_id']}")
+    return "\n".join(lines)
+
+
+def devices_table(statuses: list[dict[str, Any]]) -> str:
+    """One line per device from its retained status."""
+    if not statuses:
+        return "no devices have connected to this broker"
+    lines = [f"{'device':<20} {'state':<8} {'arch':<8} {'runtime':<24} {'model':<24} {'sha256':<12}"]
+    for s in statuses:
+        rt, model = s.get("runtime") or {}, s.get("model") or {}
+        lines.append(f"{s['device']:<20} {s.get('state', '?'):<8} {s.get('arch', '?'):<8} "
+                     f"{(str(rt.get('name')) + ' ' + str(rt.get('version')))[:24]:<24} "
+                     f"{str(model.get('name', '-'))[:24]:<24} {str(model.get('sha256', '-'))[:12]:<12}")
+    return "\n".join(lines)

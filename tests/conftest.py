@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,23 @@ BUNDLED = ("digits_attention", "digits_cnn", "diabetes_regression")
 def _private_kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test session learns int16 kernel support from scratch (no user cache)."""
     os.environ["EDGEQ_CACHE_DIR"] = str(tmp_path_factory.mktemp("kernel-cache"))
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `edgeq ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from edgeq import cli
+
+    old = sys.argv
+    sys.argv = ["edgeq", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def bundled(name: str) -> tuple[Path, Path, Path]:
@@ -67,3 +85,51 @@ def float_tflite_dynamic_batch(tmp_path_factory: pytest.TempPathFactory) -> Path
     path = tmp_path_factory.mktemp("tfl") / "cnn_float.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return path
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(host.key, host.pub) made by the same code as `edgeq keys generate`."""
+    from device_agent.signing import generate_keys
+
+    return generate_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def cnn_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled CNN converted to int8 by edgeq: OUT/model.tflite."""
+    from edgeq.convert import ConvertConfig, convert
+
+    model, calib, _ = bundled("digits_cnn")
+    out = tmp_path_factory.mktemp("cnn") / "digits_cnn"
+    convert(ConvertConfig(model, out, calib, show_progress=False))
+    return out / "model.tflite"
+
+
+@pytest.fixture()
+def broker(tmp_path: Path, request: pytest.FixtureRequest):  # noqa: ANN201 - yields mqtt_env.Mosquitto
+    """A real mosquitto on a free loopback port, for one test (indirect param: persistent)."""
+    from mqtt_env import Mosquitto
+
+    b = Mosquitto(tmp_path / "broker", persistent=getattr(request, "param", True)).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture()
+def agents(tmp_path: Path, broker, signing_keys: tuple[Path, Path]):  # noqa: ANN001, ANN201
+    """start(device, *args) -> a running agent process on `broker`; all stopped afterwards."""
+    from mqtt_env import AgentProcess
+
+    started = []
+
+    def start(device: str = "dev1", *args: str, trust_key: Path | None = None,
+              data_dir: Path | None = None) -> AgentProcess:
+        agent = AgentProcess(broker.url, device, data_dir or tmp_path / f"agent-{device}",
+                             trust_key or signing_keys[1], args).start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bundled
-
-from edgeq import cli
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run `edgeq ARGS` in-process; returns (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["edgeq", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
-
+from conftest import bundled, run_cli
 
 def _npz(path: Path, **arrays: np.ndarray) -> Path:
     np.savez(path, **arrays)

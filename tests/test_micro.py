@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from edgeq.micro import MicroConfig, export_micro
 from edgeq.micro.cgen import c_identifier
 from edgeq.micro.resolver import OpUse, model_ops
 from edgeq.micro.templates import TARGETS, render_target
-from edgeq.rewrite import Contract
+from device_agent.preprocessing import Contract
 
 HAS_ARM = shutil.which("arm-none-eabi-g++") is not None
 

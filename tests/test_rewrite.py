@@ -15,7 +15,8 @@ from edgeq.data import load_dataset
 from edgeq.errors import InputError, ModelError
 from edgeq.graph import read_ops
 from edgeq.load import load_model
-from edgeq.rewrite import Contract, parse_rewrites, rewrite
+from device_agent.preprocessing import Contract
+from edgeq.rewrite import parse_rewrites, rewrite
 
 
 def _loaded(name: str):

@@ -3,7 +3,6 @@ golden data, preprocessing, firmware template and manifest.json — verified bef
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tempfile
@@ -14,16 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtimes import LiteRTRuntime, TensorSpec, default_tflm_arena, quantize
+from device_agent.runtimes import LiteRTRuntime, TensorSpec, default_tflm_arena
 from device_agent.tflm_child import run_tflm
 
 from .. import __version__
 from ..capture import captured_output
-from ..data import Dataset, load_dataset
 from ..errors import InputError, ModelError
+from ..evaluate import quantized_reference
 from ..fsutil import atomic_output_dir
-from ..load import TFLITE_MAGIC
-from ..rewrite import Contract
+from ..load import read_quantized_tflite
+from ..rewrite import read_contracts
+from device_agent.preprocessing import Contract
 from . import cgen
 from .arena import ALIGN, measure_arena
 from .resolver import model_ops, resolver_header
@@ -62,13 +62,13 @@ class MicroConfig:
 def export_micro(cfg: MicroConfig) -> dict[str, Any]:
     """Write OUT (all or nothing) and return the manifest."""
     started = time.perf_counter()
-    tflite = _read_tflite(cfg.model)
+    tflite = read_quantized_tflite(cfg.model)
     cname = cgen.c_identifier(cfg.name)
     ops = model_ops(tflite)
     with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
         inputs, outputs = rt.inputs(), rt.outputs()
     contract = _contract(cfg)
-    golden_in, golden_out = _golden(cfg, tflite, inputs, contract)
+    golden_in, golden_out = _golden(cfg, tflite, contract)
     sample = [g[0] for g in golden_in] if golden_in else [np.zeros(s.shape, s.dtype) for s in inputs]
     arena = measure_arena(tflite, sample)
     margin = _round_up(max(int(arena.smallest_bytes * MARGIN_SHARE), MARGIN_MIN))
@@ -130,51 +130,21 @@ def _round_up(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _read_tflite(path: Path) -> bytes:
-    if not Path(path).is_file():
-        raise InputError(f"model not found: {path} (expected a quantised .tflite from edgeq convert)")
-    data = Path(path).read_bytes()
-    if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
-        raise InputError(f"{path}: not a TFLite flatbuffer (missing 'TFL3' identifier); export "
-                         "micro takes the model.tflite written by `edgeq convert`")
-    return data
-
-
 def _contract(cfg: MicroConfig) -> dict[str, Any] | None:
-    path = cfg.preprocessing or cfg.model.parent / "preprocessing.json"
-    if not path.is_file():
-        if cfg.preprocessing:
-            raise InputError(f"preprocessing contract not found: {path}")
-        return None
-    try:
-        contracts = json.loads(path.read_text())["inputs"]
-    except (ValueError, KeyError) as e:
-        raise InputError(f"{path}: not an edgeq preprocessing contract ({e})") from e
-    if len(contracts) != 1:
-        raise InputError(f"{path}: {len(contracts)} preprocessed inputs; the C export supports one")
-    return contracts[0]
+    contracts = read_contracts(cfg.model, cfg.preprocessing)
+    if len(contracts) > 1:
+        raise InputError(f"{len(contracts)} preprocessed inputs; the C export supports one")
+    return contracts[0] if contracts else None
 
 
-def _golden(cfg: MicroConfig, tflite: bytes, inputs: list[TensorSpec],
-            contract: dict[str, Any] | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _golden(cfg: MicroConfig, tflite: bytes, contract: dict[str, Any] | None
+            ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """K samples from --golden: raw (quantised) inputs and LiteRT's raw outputs for them."""
     if cfg.golden is None:
         return [], []
-    as_float = tuple(dataclasses.replace(s, dtype="float32") if s.quantized else s for s in inputs)
-    data: Dataset = load_dataset(cfg.golden, as_float).head(cfg.golden_samples)
-    prepare = Contract.from_dict(contract) if contract else None
-    raw_in: list[list[np.ndarray]] = [[] for _ in inputs]
-    raw_out: list[list[np.ndarray]] = []
-    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
-        for k in range(len(data)):
-            sample = [prepare.apply(x) if prepare and s.name == prepare.input else x
-                      for x, s in zip(data.sample(k), inputs)]
-            q = [quantize(x, s) for x, s in zip(sample, inputs)]
-            for i, x in enumerate(q):
-                raw_in[i].append(x)
-            raw_out.append(rt.infer(q))
-    outs = [np.stack([r[i] for r in raw_out]) for i in range(len(raw_out[0]))]
-    return [np.stack(x) for x in raw_in], outs
+    contracts = {contract["input"]: Contract.from_dict(contract)} if contract else {}
+    ref = quantized_reference(tflite, cfg.golden, contracts, cfg.golden_samples)
+    return ref.raw_inputs, ref.raw_outputs
 
 
 def _verify(out: Path, cname: str, tflite: bytes, manifest: dict[str, Any],

@@ -1,0 +1,474 @@
+"""The device agent: receives signed models over MQTT, benchmarks and evaluates them, and
+reports latency, power and accuracy back. Protocol: device_agent.protocol.
+
+Threads: paho's network thread only enqueues (connects, messages, acknowledgements); the main
+thread does all the work in order, so a long benchmark never races a deploy.
+Guarantees: a deploy is checked (size, signature, sha256, load-and-invoke in a child process)
+before an atomic switch, and any failure leaves the active model untouched; a result is on disk
+before it is published and deleted only when a collector acknowledges storing it (resent after
+reconnects and every `resend_after_s` until then); a malformed command gets an error event and
+the agent carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import __version__
+from .benchmark import BenchmarkConfig, benchmark, random_inputs
+from .bundle import Bundle, BundleError, extract_bundle
+from .connection import Broker, make_client, properties
+from .evaluate import evaluate, raw_samples
+from .loadcheck import check_in_child
+from .power import PowerProbe, detect_probe, measure_power, unavailable_power
+from .protocol import (Command, ProtocolError, chunk_filter, encode, event_message, parse_ack,
+                       parse_chunk_topic, parse_command, resend_topic, status_message, topic)
+from .runtimes import Runtime, open_runtime, resolve_runtime
+from .signing import SignatureError, load_public_key, sha256_file, verify
+from .spool import Spool
+from .store import ModelStore
+
+log = logging.getLogger("edgeq.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything `edgeq-agent` needs; see `edgeq-agent --help`."""
+
+    broker: Broker
+    device_id: str
+    data_dir: Path
+    trust_key: Path
+    runtime: str = "auto"
+    power: str = "auto"
+    max_bundle_bytes: int = 256 * 2**20
+    spool_limit: int = 1000
+    transfer_timeout_s: float = 120.0
+    session_expiry_s: int = 600
+    resend_after_s: float = 60.0
+
+
+@dataclass
+class Transfer:
+    """A deploy whose chunks are arriving."""
+
+    cmd_id: str
+    manifest: dict[str, Any]
+    path: Path
+    file: BinaryIO
+    received: set[int] = field(default_factory=set)
+    last_activity: float = field(default_factory=time.monotonic)
+
+
+class Rejected(Exception):
+    """A deploy is refused; the message says why (the active model is unchanged)."""
+
+
+class Agent:
+    """One device's agent. `run(stop)` blocks until `stop` is set."""
+
+    def __init__(self, cfg: AgentConfig,
+                 probe_registry: dict[str, Callable[[], PowerProbe]] | None = None) -> None:
+        self.cfg = cfg
+        self.device = cfg.device_id
+        self.store = ModelStore(cfg.data_dir)
+        self.spool = Spool(cfg.data_dir / "spool", cfg.spool_limit)
+        self.trusted = load_public_key(cfg.trust_key)
+        self.runtime_name, self.runtime_version = resolve_runtime(cfg.runtime)
+        self.probe, self.power_reason = detect_probe(cfg.power, probe_registry)
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.inflight: dict[int, str] = {}  # paho message id -> spooled report_id
+        self.last_sent: dict[str, float] = {}  # report_id -> when it was last published
+        self.transfer: Transfer | None = None
+        self.seen: OrderedDict[str, None] = OrderedDict()  # recent command ids (QoS 1 repeats)
+        self.client = self._make_client()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _make_client(self) -> Any:
+        client = make_client(self.cfg.broker, f"edgeq-agent-{self.device}")
+        # The will is fixed at connect time: it says only what stays true (no time, no model).
+        lost = {"schema_version": 1, "device": self.device, "state": "offline",
+                "reason": "connection lost (last will)"}
+        client.will_set(topic(self.device, "status"), encode(lost), qos=1, retain=True)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = lambda c, u, flags, rc, props: self.events.put(("connected", rc))
+        client.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnected", rc))
+        client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload))
+        client.on_publish = lambda c, u, mid, rc, props: self.events.put(("published", mid, rc))
+        client.on_subscribe = lambda c, u, mid, rcs, props: self.events.put(("subscribed", rcs))
+        return client
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect (retrying with backoff) and serve until `stop` is set."""
+        self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port,
+                                  self.cfg.broker.keepalive, clean_start=False,
+                                  properties=properties("CONNECT",
+                                                        SessionExpiryInterval=self.cfg.session_expiry_s))
+        self.client.loop_start()
+        log.info("agent %s: runtime %s %s, power %s, broker %s", self.device, self.runtime_name,
+                 self.runtime_version, self.probe.name if self.probe else "none",
+                 self.cfg.broker.url)
+        next_tick = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    self._dispatch(self.events.get(timeout=0.5))
+                except queue.Empty:
+                    pass
+                if time.monotonic() >= next_tick:  # timers, even while messages keep coming
+                    next_tick = time.monotonic() + 0.5
+                    self._check_transfer_timeout()
+                    self._resend_overdue()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        info = self.client.publish(topic(self.device, "status"),
+                                   encode(self._status("offline", reason="agent stopped")),
+                                   qos=1, retain=True)
+        if info.rc == 0:
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self.transfer:
+            self.transfer.file.close()
+
+    def _dispatch(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "connected":
+            self._on_connected(item[1])
+        elif kind == "disconnected":
+            log.warning("disconnected from %s (%s); reconnecting", self.cfg.broker.url, item[1])
+        elif kind == "published":
+            self._on_published(item[1], item[2])
+        elif kind == "subscribed":
+            self._on_subscribed(item[1])
+        elif kind == "message":
+            self._on_message(item[1], item[2])
+
+    def _on_connected(self, reason: Any) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self.cfg.broker.url, reason)
+            return
+        log.info("connected to %s", self.cfg.broker.url)
+        self.client.subscribe([(topic(self.device, "cmd"), 1), (topic(self.device, "ack"), 1),
+                               (resend_topic(), 1), (chunk_filter(self.device), 1)])
+        self._publish_status()
+
+    def _on_subscribed(self, reasons: list[Any]) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker refused a subscription (%s): check this device's ACL",
+                      ", ".join(refused))
+        # Only now can acks reach us: resend everything unacknowledged, including what paho
+        # re-sent at reconnect before we were listening (a duplicate is ignored by collectors).
+        self._resend_spool(include_held=True)
+
+    def _publish_status(self) -> None:
+        self.client.publish(topic(self.device, "status"), encode(self._status("online")), qos=1,
+                            retain=True)
+
+    def _status(self, state: str, **extra: Any) -> dict[str, Any]:
+        active = self.store.active()
+        return status_message(
+            self.device, state, **extra,
+            agent={"version": __version__, "python": platform.python_version()},
+            arch=platform.machine(), platform=platform.platform(),
+            runtime={"name": self.runtime_name, "version": self.runtime_version},
+            model=_model_info(active),
+            power={"source": self.probe.name if self.probe else None,
+                   "reason": self.power_reason or None},
+            spool={"pending": len(self.spool), "dropped": self.spool.dropped})
+
+    # -- messages --------------------------------------------------------------------------
+
+    def _on_message(self, name: str, payload: bytes) -> None:
+        chunk = parse_chunk_topic(name)
+        if chunk is not None:
+            self._on_chunk(chunk[0], chunk[1], payload)
+        elif name == topic(self.device, "cmd"):
+            self._on_command(payload)
+        elif name == topic(self.device, "ack"):
+            self._on_ack(payload)
+        elif name == resend_topic():
+            self._resend_spool()
+
+    def _on_command(self, payload: bytes) -> None:
+        try:
+            cmd = parse_command(payload)
+        except ProtocolError as e:
+            log.warning("refused command: %s", e)
+            self._event(e.cmd_id, "error", "rejected", str(e))
+            return
+        if cmd.id in self.seen:  # a QoS 1 redelivery: the command already ran (or runs)
+            log.info("command %s: already taken, ignoring the repeat", cmd.id)
+            return
+        self.seen[cmd.id] = None
+        if len(self.seen) > 1000:
+            self.seen.popitem(last=False)
+        log.info("command %s: %s", cmd.id, cmd.type)
+        handlers = {"ping": self._ping, "deploy": self._deploy, "benchmark": self._measure,
+                    "evaluate": self._measure}
+        try:
+            handlers[cmd.type](cmd)
+        except Exception as e:  # noqa: BLE001 - one command failing must not stop the agent
+            log.exception("command %s failed", cmd.id)
+            self._event(cmd.id, "error", "failed", f"{type(e).__name__}: {e}")
+
+    def _event(self, cmd_id: str | None, level: str, state: str | None, message: str,
+               **details: Any) -> None:
+        event = event_message(self.device, cmd_id, level, state, message, **details)
+        self.client.publish(topic(self.device, "event"), encode(event), qos=1,
+                            properties=_correlation(cmd_id))
+
+    def _ping(self, cmd: Command) -> None:
+        self._event(cmd.id, "info", "pong", "pong", status=self._status("online"))
+
+    # -- deploy ----------------------------------------------------------------------------
+
+    def _deploy(self, cmd: Command) -> None:
+        manifest = cmd.args["manifest"]
+        try:
+            self._accept(manifest)
+        except Rejected as e:
+            self._reject(cmd.id, str(e))
+            return
+        path = self.store.incoming / f"{cmd.id}.part"
+        f = open(path, "w+b")  # noqa: SIM115 - closed in _finish/_abort
+        f.truncate(manifest["size"])
+        self.transfer = Transfer(cmd.id, manifest, path, f)
+        log.info("deploy %s: receiving %s (%d bytes in %d chunks)", cmd.id, manifest["name"],
+                 manifest["size"], manifest["chunks"])
+        self._event(cmd.id, "info", "ready", f"send {manifest['chunks']} chunks")
+
+    def _accept(self, manifest: dict[str, Any]) -> None:
+        """Everything that can be refused before a single chunk is sent."""
+        if self.transfer is not None:
+            raise Rejected(f"busy: deploy {self.transfer.cmd_id} is still receiving")
+        if manifest["size"] > self.cfg.max_bundle_bytes:
+            raise Rejected(f"bundle is {manifest['size']:,} bytes, over this device's limit of "
+                           f"{self.cfg.max_bundle_bytes:,} bytes (--max-bundle-mb)")
+        try:
+            verify(self.trusted, manifest["sha256"], manifest["signature"])
+        except SignatureError as e:
+            raise Rejected(str(e)) from None
+        free = shutil.disk_usage(self.cfg.data_dir).free
+        if free < 3 * manifest["size"]:
+            raise Rejected(f"only {free:,} bytes free in {self.cfg.data_dir}; need "
+                           f"{3 * manifest['size']:,}")
+
+    def _reject(self, cmd_id: str, why: str) -> None:
+        active = self.store.active()
+        kept = f"{active.name} ({active.model_sha256[:12]})" if active else "none"
+        log.warning("deploy %s rejected: %s", cmd_id, why)
+        self._event(cmd_id, "error", "rejected", f"{why}; active model unchanged: {kept}")
+
+    def _on_chunk(self, deploy_id: str, index: int, payload: bytes) -> None:
+        t = self.transfer
+        if t is None or deploy_id != t.cmd_id:
+            log.debug("ignoring chunk %d of deploy %s (not receiving it)", index, deploy_id)
+            return
+        m = t.manifest
+        expected = min(m["chunk_size"], m["size"] - index * m["chunk_size"])
+        if index >= m["chunks"] or len(payload) != expected:
+            self._abort(f"chunk {index} has {len(payload)} bytes; expected {max(expected, 0)} "
+                        f"(of {m['chunks']} chunks)")
+            return
+        t.file.seek(index * m["chunk_size"])
+        t.file.write(payload)
+        t.received.add(index)
+        t.last_activity = time.monotonic()
+        if len(t.received) == m["chunks"]:
+            self._finish()
+
+    def _abort(self, why: str) -> None:
+        t = self.transfer
+        assert t is not None
+        self.transfer = None
+        t.file.close()
+        t.path.unlink(missing_ok=True)
+        self._reject(t.cmd_id, why)
+
+    def _check_transfer_timeout(self) -> None:
+        t = self.transfer
+        if t and time.monotonic() - t.last_activity > self.cfg.transfer_timeout_s:
+            self._abort(f"transfer stalled for {self.cfg.transfer_timeout_s:.0f} s after "
+                        f"{len(t.received)} of {t.manifest['chunks']} chunks")
+
+    def _finish(self) -> None:
+        t = self.transfer
+        assert t is not None
+        self.transfer = None
+        t.file.close()
+        staging = self.store.incoming / f"{t.cmd_id}.staging"
+        try:
+            bundle = self._check_received(t, staging)
+            final = self.store.install(staging, t.manifest["sha256"])
+            self.store.activate(final)
+        except Rejected as e:
+            self._reject(t.cmd_id, str(e))
+            return
+        finally:
+            t.path.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("deploy %s: activated %s (%s)", t.cmd_id, bundle.name, bundle.model_sha256[:12])
+        self._event(t.cmd_id, "info", "activated", f"activated {bundle.name}",
+                    model=_model_info(self.store.active()), runtime=self.runtime_name)
+        self._publish_status()
+
+    def _check_received(self, t: Transfer, staging: Path) -> Bundle:
+        sha = sha256_file(t.path)
+        if sha != t.manifest["sha256"]:
+            raise Rejected(f"received bundle has sha256 {sha[:12]}..., the signed manifest says "
+                           f"{t.manifest['sha256'][:12]}... (corrupted in transfer)")
+        self._event(t.cmd_id, "info", "received", f"{t.manifest['size']:,} bytes, sha256 and "
+                                                  "signature verified; checking the model")
+        try:
+            bundle = extract_bundle(t.path, staging)
+        except BundleError as e:
+            raise Rejected(str(e)) from None
+        if bundle.model_sha256 != t.manifest["model_sha256"]:
+            raise Rejected("model sha256 in the bundle differs from the manifest's")
+        check = check_in_child(staging, self.runtime_name)
+        if not check.ok:
+            raise Rejected(f"model does not load and invoke in {self.runtime_name}: {check.error}")
+        return Bundle(self.store.models / t.manifest["sha256"], bundle.meta)
+
+    # -- benchmark / evaluate --------------------------------------------------------------
+
+    def _measure(self, cmd: Command) -> None:
+        bundle = self.store.active()
+        if bundle is None:
+            self._event(cmd.id, "error", "failed", "no model deployed yet; run `edgeq deploy` first")
+            return
+        self._event(cmd.id, "info", "started", f"{cmd.type} {bundle.name} on {self.runtime_name}")
+        result = self._new_result(cmd, bundle)
+        try:
+            self._fill_result(cmd, bundle, result)
+        except Exception as e:  # noqa: BLE001 - the failure is the report
+            log.exception("%s %s failed", cmd.type, cmd.id)
+            result["errors"].append(f"{type(e).__name__}: {e}")
+        self._publish_result(result)
+        if result["errors"]:
+            self._event(cmd.id, "error", "failed", "; ".join(result["errors"]),
+                        report_id=result["report_id"])
+        else:
+            self._event(cmd.id, "info", "done", f"{cmd.type} report {result['report_id']}",
+                        report_id=result["report_id"])
+
+    def _fill_result(self, cmd: Command, bundle: Bundle, result: dict[str, Any]) -> None:
+        a = cmd.args
+        model = bundle.model_path.read_bytes()
+        threads = a.get("threads", 1)
+
+        def open_model() -> Runtime:
+            return open_runtime(self.runtime_name, model, num_threads=threads)
+
+        if cmd.type == "evaluate":
+            with open_model() as rt:
+                result["runtime"]["version"] = rt.version
+                result["accuracy"] = evaluate(rt, bundle, a["max_samples"])
+            return
+        samples = raw_samples(bundle, a["max_samples"]) or random_inputs(bundle.inputs())
+        cfg = BenchmarkConfig(a["runs"], a["warmup"], a["min_seconds"], a["max_seconds"])
+        latency, rt = benchmark(open_model, samples, cfg)
+        with rt:
+            result["runtime"]["version"] = rt.version
+            result["latency"] = {**latency, "threads": threads, "inputs": "eval set" if
+                                 bundle.meta.get("eval") else "random"}
+            result["power"] = (measure_power(self.probe, self.power_reason, a["power_window_s"],
+                                             _busy_loop(rt, samples))
+                               if a["power"] else unavailable_power("not requested"))
+            if a["evaluate"]:
+                result["accuracy"] = evaluate(rt, bundle, a["max_samples"])
+
+    def _new_result(self, cmd: Command, bundle: Bundle) -> dict[str, Any]:
+        return {"schema_version": 1, "report_id": uuid.uuid4().hex, "cmd_id": cmd.id,
+                "type": cmd.type, "device": self.device, "ts": time.time(),
+                "agent": {"version": __version__, "python": platform.python_version()},
+                "arch": platform.machine(),
+                "runtime": {"name": self.runtime_name, "version": self.runtime_version,
+                            "threads": cmd.args.get("threads", 1)},
+                "model": _model_info(bundle), "latency": None, "power": None, "accuracy": None,
+                "errors": []}
+
+    # -- results: spooled until a collector acknowledges them -----------------------------
+
+    def _publish_result(self, result: dict[str, Any]) -> None:
+        self.spool.put(result)
+        self._send(result)
+
+    def _send(self, result: dict[str, Any]) -> None:
+        info = self.client.publish(topic(self.device, "result"), encode(result), qos=1,
+                                   properties=_correlation(result["cmd_id"]))
+        # paho keeps a QoS 1 message queued across reconnects even when rc says "no
+        # connection": remember it so a reconnect does not send it a second time.
+        self.inflight[info.mid] = result["report_id"]
+        self.last_sent[result["report_id"]] = time.monotonic()
+
+    def _resend_spool(self, older_than_s: float = 0.0, include_held: bool = False) -> None:
+        held = set() if include_held else set(self.inflight.values())
+        now = time.monotonic()
+        for message in self.spool.pending():
+            report_id = message.get("report_id")
+            if report_id in held or now - self.last_sent.get(report_id, -1e9) < older_than_s:
+                continue
+            log.info("resending report %s (no collector has acknowledged it)", report_id)
+            self._send(message)
+
+    def _resend_overdue(self) -> None:
+        due = [t for t in self.last_sent.values() if time.monotonic() - t > self.cfg.resend_after_s]
+        if due and self.client.is_connected():
+            self._resend_spool(self.cfg.resend_after_s)
+
+    def _on_published(self, mid: int, reason: Any) -> None:
+        report_id = self.inflight.pop(mid, None)
+        if report_id is not None and getattr(reason, "is_failure", False):
+            log.error("broker refused report %s (%s); kept in the spool", report_id, reason)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            report_ids = parse_ack(payload)
+        except ProtocolError as e:
+            log.warning("ignoring ack: %s", e)
+            return
+        for report_id in report_ids:
+            self.spool.ack(report_id)
+            self.last_sent.pop(report_id, None)
+
+
+def _busy_loop(rt: Runtime, samples: list[list[Any]]) -> Callable[[float], int]:
+    def run(seconds: float) -> int:
+        count, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            rt.load_inputs(samples[count % len(samples)])
+            rt.invoke()
+            count += 1
+        return count
+    return run
+
+
+def _model_info(bundle: Bundle | None) -> dict[str, Any] | None:
+    if bundle is None:
+        return None
+    return {"name": bundle.name, "sha256": bundle.model_sha256,
+            "bytes": bundle.meta["model"]["bytes"], "bundle": bundle.directory.name}
+
+
+def _correlation(cmd_id: str | None) -> Any:
+    return properties("PUBLISH", CorrelationData=cmd_id.encode()) if cmd_id else None

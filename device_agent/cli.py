@@ -1,0 +1,94 @@
+"""`edgeq-agent`: run the device agent (argparse only, so the device install stays light)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+from . import __version__
+from .connection import Broker, ConnectionConfigError
+from .power import SOURCES, probe_registry
+from .protocol import ProtocolError, check_device_id
+from .runtimes import RuntimeUnavailable, runtime_registry
+from .signing import SignatureError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgeq-agent",
+        description="edgeq device agent: receives signed models over MQTT, reports latency, "
+                    "power and accuracy. Stops cleanly on SIGINT/SIGTERM.",
+        epilog="exit codes: 0 stopped cleanly; 2 bad arguments or unusable key/runtime.")
+    p.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    p.add_argument("--device-id", required=True, help="this device's id (1-64 of A-Z a-z 0-9 _ . -)")
+    p.add_argument("--data-dir", required=True, type=Path,
+                   help="models, spooled results and state live here")
+    p.add_argument("--trust-key", required=True, type=Path,
+                   help="the host's Ed25519 public key (host.pub from `edgeq keys generate`)")
+    p.add_argument("--runtime", default="auto", choices=["auto", *runtime_registry()],
+                   help="interpreter (default: first installed of %(choices)s)")
+    p.add_argument("--power", default="auto", choices=["auto", *SOURCES, "none"],
+                   help="power source (default: first that works)")
+    p.add_argument("--sysfs-root", type=Path, default=None,
+                   help="read power sensors under this directory instead of /sys (containers "
+                        "that mount the host's /sys elsewhere)")
+    p.add_argument("--username", help="broker username")
+    p.add_argument("--password-file", type=Path, help="file holding the broker password")
+    p.add_argument("--tls-ca", type=Path, help="CA certificate for mqtts:// brokers")
+    p.add_argument("--keepalive", type=int, default=30, help="MQTT keep-alive seconds (LWT timing)")
+    p.add_argument("--max-bundle-mb", type=float, default=256.0,
+                   help="largest deploy bundle accepted (default %(default)s MB)")
+    p.add_argument("--spool-limit", type=int, default=1000,
+                   help="results kept on disk while the broker is unreachable")
+    p.add_argument("--transfer-timeout", type=float, default=120.0,
+                   help="abort a deploy whose chunks stop arriving for this many seconds")
+    p.add_argument("--resend-after", type=float, default=60.0,
+                   help="resend a result no collector has acknowledged after this many seconds")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("--version", action="version", version=f"edgeq-agent {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, build the agent, serve until a signal."""
+    from .agent import Agent, AgentConfig
+
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                        format="edgeq-agent: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        broker = Broker.from_url(args.broker, args.username, args.password_file, args.tls_ca,
+                                 args.keepalive)
+        cfg = AgentConfig(broker, check_device_id(args.device_id), args.data_dir,
+                          args.trust_key, args.runtime, args.power,
+                          int(args.max_bundle_mb * 2**20), args.spool_limit, args.transfer_timeout,
+                          resend_after_s=args.resend_after)
+        agent = Agent(cfg, _probes(args.sysfs_root))
+    except (ConnectionConfigError, ProtocolError, SignatureError, RuntimeUnavailable,
+            OSError, ValueError) as e:
+        print(f"edgeq-agent: error: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.run(stop)
+    return 0
+
+
+def _probes(sysfs_root: Path | None):  # noqa: ANN202
+    if sysfs_root is None:
+        return None
+    registry = probe_registry()
+    for name, leaf in (("rapl", "class/powercap"), ("hwmon", "class/hwmon"),
+                       ("power_supply", "class/power_supply")):
+        registry[name] = partial(registry[name], sysfs_root / leaf)
+    return registry
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Broker connection settings shared by the agent and the host: URL, credentials, TLS, client."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883, "ssl": 8883}
+
+
+class ConnectionConfigError(ValueError):
+    """A broker URL, credential or TLS file is unusable; the text says which and why."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where and how to connect: `mqtt://host:port` or `mqtts://host:port` (TLS)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: Path | None = None
+    keepalive: int = 30
+
+    @classmethod
+    def from_url(cls, url: str, username: str | None = None, password_file: Path | None = None,
+                 tls_ca: Path | None = None, keepalive: int = 30) -> Broker:
+        """Parse `url`; the password comes from a file so it never shows in `ps`."""
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in SCHEMES:
+            raise ConnectionConfigError(f"broker URL {url!r}: scheme must be one of "
+                                        f"{', '.join(s + '://' for s in SCHEMES)}")
+        if not parts.hostname:
+            raise ConnectionConfigError(f"broker URL {url!r} has no host; expected mqtt://HOST:PORT")
+        try:
+            port = parts.port or SCHEMES[parts.scheme]
+        except ValueError as e:
+            raise ConnectionConfigError(f"broker URL {url!r}: bad port ({e})") from e
+        password = None
+        if password_file is not None:
+            try:
+                password = Path(password_file).read_text().strip()
+            except OSError as e:
+                raise ConnectionConfigError(f"password file {password_file}: {e.strerror}") from e
+        if tls_ca is not None and not Path(tls_ca).is_file():
+            raise ConnectionConfigError(f"TLS CA file not found: {tls_ca}")
+        return cls(parts.hostname, port, parts.scheme in ("mqtts", "ssl") or tls_ca is not None,
+                   username or parts.username, password, tls_ca, keepalive)
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def make_client(broker: Broker, client_id: str, **kwargs: Any) -> Any:
+    """A paho-mqtt 2.x MQTT 5 client with callback API v2, credentials and TLS applied."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5, **kwargs)
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set(ca_certs=str(broker.tls_ca) if broker.tls_ca else None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+    client.on_socket_open = _no_delay
+    return client
+
+
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    """Small packets (PUBACKs, events) go out at once instead of waiting on Nagle."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+def properties(packet: str, **values: Any) -> Any:
+    """MQTT 5 properties for a PUBLISH/CONNECT packet, e.g. MessageExpiryInterval=30."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(getattr(PacketTypes, packet))
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props

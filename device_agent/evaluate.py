@@ -1,0 +1,60 @@
+"""Accuracy on the device: the eval set shipped in the bundle, put through the model's
+preprocessing contract and quantised exactly as on the host, then compared with the labels and
+with the host's own quantised outputs (so kernels that differ from the host's show up)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .metrics import agreement, task_metric
+from .runtimes import Runtime, dequantize, quantize
+
+
+def raw_samples(bundle: Bundle, max_samples: int = 0) -> list[list[np.ndarray]]:
+    """The bundle's eval inputs as raw model inputs, one list per sample (batch 1 each).
+
+    Names and quantisation come from the bundle's own I/O description (the host's), not the
+    interpreter's: TFLM, for one, names inputs by position."""
+    data = bundle.eval_data()
+    if data is None:
+        return []
+    inputs, _ = data
+    specs, contracts = bundle.inputs(), bundle.contracts()
+    n = len(inputs[0]) if not max_samples else min(max_samples, len(inputs[0]))
+    samples = []
+    for k in range(n):
+        sample = []
+        for x, spec in zip(inputs, specs):
+            value = x[k : k + 1]
+            if spec.name in contracts:
+                value = contracts[spec.name].apply(value)
+            sample.append(quantize(value, spec).reshape(spec.shape))
+        samples.append(sample)
+    return samples
+
+
+def evaluate(runtime: Runtime, bundle: Bundle, max_samples: int = 0) -> dict[str, Any] | None:
+    """Task metric and agreement with the host on the bundle's eval data; None without it."""
+    out_specs = bundle.outputs()
+    samples = raw_samples(bundle, max_samples)
+    if not samples:
+        return None
+    per_sample = [runtime.infer(s) for s in samples]
+    raw = [np.concatenate([o[i] for o in per_sample]) for i in range(len(out_specs))]
+    values = [dequantize(r, s) for r, s in zip(raw, out_specs)]
+    n = len(samples)
+    _, y = bundle.eval_data() or ([], None)
+    labels = None if y is None else y[:n]
+    report: dict[str, Any] = {"samples": n, "task": task_metric(values[0], labels)}
+    reference = bundle.reference()
+    if reference is not None and len(reference[0]) >= n:
+        host_raw = [r[:n].reshape(d.shape) for r, d in zip(reference, raw)]
+        host_values = [dequantize(r, s) for r, s in zip(host_raw, out_specs)]
+        report["host_task"] = task_metric(host_values[0], labels)
+        report["agreement"] = agreement(raw, host_raw, values, host_values)
+    else:
+        report["host_task"], report["agreement"] = None, None
+    return report

@@ -1,0 +1,203 @@
+"""`edgeq collect`: a collector daemon that stores every device result exactly once.
+
+It joins an MQTT 5 shared subscription (`$share/<group>/edgeq/v1/+/result`), so several
+collectors split the load; it keeps a persistent session, so results published while it is down
+wait at the broker; it acknowledges a message to the broker only after the transaction holding it
+has committed, and then tells the device on `edgeq/v1/<device>/ack`, which is when the device
+forgets it. A crash anywhere loses nothing: what is not acknowledged is resent, and `report_id`
+turns the resend into an ignored duplicate.
+Optionally it serves Prometheus text metrics over HTTP.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_agent.connection import Broker, make_client, properties
+from device_agent.protocol import (MAX_ACK_IDS, ProtocolError, ack_message, check_result, decode,
+                                   device_of, encode, resend_topic, shared_results, topic)
+
+from .store import ResultStore, open_store
+
+log = logging.getLogger("edgeq")
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything `edgeq collect` needs."""
+
+    broker: Broker
+    db: Path
+    group: str = "edgeq"
+    client_id: str | None = None  # default: edgeq-collector-<hostname>-<group>
+    session_expiry_s: int = 24 * 3600
+    metrics_port: int | None = None
+    metrics_bind: str = "127.0.0.1"
+
+
+class Collector:
+    """Subscribes, checks, stores, acknowledges. `run(stop)` blocks until `stop` is set."""
+
+    def __init__(self, cfg: CollectorConfig, store: ResultStore | None = None) -> None:
+        self.cfg = cfg
+        self.store = store or open_store(cfg.db)
+        self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.counts = collections.Counter()
+        self.by_device: collections.Counter[str] = collections.Counter()
+        client_id = cfg.client_id or f"edgeq-collector-{socket.gethostname()}-{cfg.group}"
+        self.client = make_client(cfg.broker, client_id, manual_ack=True)
+        self.client.reconnect_delay_set(1, 30)
+        self.client.on_connect = lambda c, u, f, rc, p: self.inbox.put(("$connected", rc))
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.inbox.put(("$subscribed", rcs))
+        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, m.payload, m.mid, m.qos))
+        self.connected = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect (retrying with backoff) and store results until `stop` is set."""
+        server = self._serve_metrics() if self.cfg.metrics_port is not None else None
+        self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port,
+                                  self.cfg.broker.keepalive, clean_start=False,
+                                  properties=properties("CONNECT",
+                                                        SessionExpiryInterval=self.cfg.session_expiry_s))
+        self.client.loop_start()
+        last_log = time.monotonic()
+        try:
+            while not stop.is_set():
+                self._step(self._batch())
+                if time.monotonic() - last_log > 10 and self.counts["received"]:
+                    last_log = time.monotonic()
+                    log.info("collector: %s", self.summary())
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            if server:
+                server.shutdown()
+            self.store.close()
+            log.info("collector stopped: %s", self.summary())
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"{c['received']} received, {c['stored']} stored, {c['duplicates']} duplicates, "
+                f"{c['invalid']} invalid")
+
+    def _batch(self) -> list[tuple[Any, ...]]:
+        try:
+            items = [self.inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(items) < BATCH:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _step(self, items: list[tuple[Any, ...]]) -> None:
+        valid, acks = [], []
+        for item in items:
+            if item[0] == "$connected":
+                self._on_connected(item[1])
+                continue
+            if item[0] == "$subscribed":
+                self._on_subscribed(item[1])
+                continue
+            name, payload, mid, qos = item
+            acks.append((mid, qos))
+            self.counts["received"] += 1
+            try:
+                result = check_result(decode(payload, name))
+                if device_of(name) != result["device"]:
+                    raise ProtocolError(f"{name}: result of device '{result['device']}' on "
+                                        "another device's topic")
+                valid.append(result)
+            except ProtocolError as e:
+                self.counts["invalid"] += 1
+                log.warning("collector: dropped an invalid result: %s", e)
+        if valid:
+            stored = self.store.add(valid)
+            self.counts["stored"] += stored
+            self.counts["duplicates"] += len(valid) - stored
+            self.by_device.update(r["device"] for r in valid)
+        for mid, qos in acks:  # only after the commit above
+            if qos > 0:
+                self.client.ack(mid, qos)
+        self._ack_devices(valid)
+
+    def _ack_devices(self, stored: list[dict[str, Any]]) -> None:
+        """Tell each device which of its results are safe in the store (new or duplicate)."""
+        by_device: dict[str, dict[str, None]] = collections.defaultdict(dict)
+        for r in stored:
+            by_device[r["device"]][r["report_id"]] = None  # ordered, each id once
+        for device, unique in by_device.items():
+            ids = list(unique)
+            for k in range(0, len(ids), MAX_ACK_IDS):
+                self.client.publish(topic(device, "ack"), encode(ack_message(ids[k:k + MAX_ACK_IDS])),
+                                    qos=1)
+
+    def _on_connected(self, reason: Any) -> None:
+        if reason.is_failure:
+            log.error("collector: broker %s refused the connection: %s", self.cfg.broker.url, reason)
+            return
+        self.client.subscribe(shared_results(self.cfg.group), qos=1)
+
+    def _on_subscribed(self, reasons: list[Any]) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("collector: broker refused the subscription to %s: %s",
+                      shared_results(self.cfg.group), ", ".join(map(str, reasons)))
+            return
+        # devices resend what no collector acknowledged, e.g. results a restarted broker
+        # dropped because no collector had re-subscribed yet
+        self.client.publish(resend_topic(), encode({"group": self.cfg.group}), qos=1)
+        self.connected.set()
+        log.info("collector: connected to %s, subscribed to %s, storing in %s",
+                 self.cfg.broker.url, shared_results(self.cfg.group), self.cfg.db)
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of the collector's counters."""
+        lines = []
+        for key, help_text in (("received", "Result messages received."),
+                               ("stored", "Results stored (new report_id)."),
+                               ("duplicates", "Redelivered results ignored (report_id seen)."),
+                               ("invalid", "Messages dropped for not following protocol v1.")):
+            name = f"edgeq_collector_results_{key}_total"
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
+                      f"{name} {self.counts[key]}"]
+        name = "edgeq_collector_device_results_total"
+        lines += [f"# HELP {name} Valid results received per device.", f"# TYPE {name} counter"]
+        lines += [f'{name}{{device="{d}"}} {n}' for d, n in sorted(self.by_device.items())]
+        return "\n".join(lines) + "\n"
+
+    def _serve_metrics(self) -> http.server.ThreadingHTTPServer:
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.rstrip("/") != "/metrics":
+                    self.send_error(404, "only /metrics is served")
+                    return
+                body = collector.metrics_text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer((self.cfg.metrics_bind, self.cfg.metrics_port),
+                                                 Handler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        log.info("collector: metrics on http://%s:%d/metrics", self.cfg.metrics_bind,
+                 server.server_address[1])
+        return server

@@ -1,0 +1,43 @@
+"""Ask a device to benchmark or evaluate its active model and wait for the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from device_agent.connection import Broker
+from device_agent.protocol import command, topic
+
+from ..errors import DeviceRefused
+from .session import HostSession, new_command_id
+
+
+def request_report(broker: Broker, device: str, kind: str, timeout_s: float,
+                   **args: Any) -> dict[str, Any]:
+    """Send a `benchmark` or `evaluate` command and return the device's result message.
+
+    A result that carries errors is returned as it is (the caller shows them); a command the
+    device refuses outright (bad arguments, no model) raises DeviceRefused.
+    """
+    cmd = command(kind, new_command_id(kind), **args)
+    results, events = topic(device, "result"), topic(device, "event")
+
+    def match(name: str, m: dict[str, Any]) -> bool:
+        if m.get("cmd_id") != cmd.id:
+            return False
+        refused = name == events and m.get("state") in ("rejected", "failed") and not m.get("report_id")
+        return name == results or refused
+
+    with HostSession(broker) as session:
+        session.subscribe(events, results)
+        session.require_online(device)
+        session.send(device, cmd, timeout_s)
+        name, message = session.wait_for(match, timeout_s, f"the {kind} report of '{device}'")
+    if name == events:
+        raise DeviceRefused(f"device '{device}': {message.get('message')}")
+    return message
+
+
+def benchmark_timeout(args: dict[str, Any]) -> float:
+    """A wait long enough for the requested benchmark: its time cap, two power windows, slack."""
+    power = 2 * args.get("power_window_s", 2.0) if args.get("power", True) else 0.0
+    return args.get("max_seconds", 60.0) + power + 60.0

@@ -1,0 +1,119 @@
+"""`edgeq reports`: devices and models side by side — latency percentiles, energy per
+inference, accuracy and agreement with the host — as a table, JSON, CSV or a plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("device", "arch", "runtime", "model", "sha256", "reports", "p50_ms", "p90_ms",
+           "p99_ms", "energy_mj", "metric", "value", "host_value", "exact_match", "max_lsb",
+           "errors")
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (device, model): the latest figures of each kind, and the report count."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted(results, key=lambda r: r["ts"]):
+        key = (r["device"], r["model"]["sha256"])
+        row = rows.setdefault(key, {c: None for c in COLUMNS} | {"reports": 0})
+        row.update(device=r["device"], arch=r["arch"], model=r["model"].get("name"),
+                   sha256=r["model"]["sha256"][:12],
+                   runtime=f"{r['runtime'].get('name')} {r['runtime'].get('version')}")
+        row["reports"] += 1
+        row["errors"] = len(r.get("errors") or []) or None
+        _take_latency(row, r.get("latency"))
+        _take_power(row, r.get("power"))
+        _take_accuracy(row, r.get("accuracy"))
+    return [rows[k] for k in sorted(rows)]
+
+
+def _take_latency(row: dict[str, Any], latency: dict[str, Any] | None) -> None:
+    if latency:
+        row.update(p50_ms=latency["p50_ms"], p90_ms=latency["p90_ms"], p99_ms=latency["p99_ms"])
+
+
+def _take_power(row: dict[str, Any], power: dict[str, Any] | None) -> None:
+    if power and power.get("energy_per_inference_mj") is not None:
+        row["energy_mj"] = power["energy_per_inference_mj"]
+
+
+def _take_accuracy(row: dict[str, Any], acc: dict[str, Any] | None) -> None:
+    if not acc:
+        return
+    task, host, agree = acc.get("task"), acc.get("host_task"), acc.get("agreement")
+    if task:
+        row.update(metric=task["metric"], value=task["value"])
+    if host:
+        row["host_value"] = host["value"]
+    if agree:
+        row.update(exact_match=agree["exact_match_rate"], max_lsb=agree["max_abs_diff_lsb"])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table for the terminal."""
+    if not rows:
+        return "no results stored yet"
+    header = ("device", "arch", "runtime", "model", "n", "p50 ms", "p99 ms", "mJ/inf", "metric",
+              "device", "host", "exact", "max LSB")
+    lines = [" ".join(f"{h:>10}" if i > 3 else f"{h:<14}" for i, h in enumerate(header))]
+    for r in rows:
+        cells = (r["device"], r["arch"], r["runtime"], r["model"], r["reports"], r["p50_ms"],
+                 r["p99_ms"], r["energy_mj"], r["metric"], r["value"], r["host_value"],
+                 r["exact_match"], r["max_lsb"])
+        lines.append(" ".join(_cell(c, i) for i, c in enumerate(cells)))
+    return "\n".join(lines)
+
+
+def _cell(value: Any, i: int) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    return f"{text:>10}" if i > 3 else f"{text[:14]:<14}"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV with one header line (COLUMNS)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Latency (p50 bar, p99 whisker) and accuracy per device and model, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fsutil import write_atomic
+
+    labels = [f"{r['device']}\n{r['model']}" for r in rows]
+    x = range(len(rows))
+    fig, (ax_lat, ax_acc) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5))
+    p50 = [r["p50_ms"] or 0 for r in rows]
+    p99 = [max(0.0, (r["p99_ms"] or 0) - (r["p50_ms"] or 0)) for r in rows]
+    ax_lat.bar(x, p50, yerr=[[0] * len(rows), p99], capsize=4, color="tab:blue")
+    ax_lat.set_title("latency: p50 bar, p99 whisker (ms)")
+    ax_acc.bar(x, [r["value"] or 0 for r in rows], color="tab:green", label="device")
+    ax_acc.scatter(x, [r["host_value"] if r["host_value"] is not None else float("nan")
+                       for r in rows], color="black", marker="_", s=400, label="host reference")
+    metric = next((r["metric"] for r in rows if r["metric"]), "metric")
+    ax_acc.set_title(f"{metric} on the deployed eval set")
+    ax_acc.legend(loc="lower right")
+    for ax in (ax_lat, ax_acc):
+        ax.set_xticks(list(x), labels, fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(path), buffer.getvalue())
+    return Path(path)

@@ -1,0 +1,93 @@
+"""Protocol v1: commands are data, checked field by field; topics; results; acks."""
+
+from __future__ import annotations
+
+import pytest
+
+from device_agent.protocol import (ProtocolError, check_manifest, check_result, chunk_topic,
+                                   command, device_of, encode, parse_ack, parse_chunk_topic,
+                                   parse_command, shared_results, topic)
+
+MANIFEST = {"name": "cnn", "size": 10_000, "sha256": "a" * 64, "model_sha256": "b" * 64,
+            "chunks": 3, "chunk_size": 4096, "signature": "c2ln"}
+
+
+def test_defaults_are_filled_in_and_the_host_builds_what_the_device_accepts() -> None:
+    cmd = parse_command(encode({"id": "b1", "type": "benchmark", "runs": 5}))
+    assert cmd.args["runs"] == 5 and cmd.args["warmup"] == 10 and cmd.args["power"] is True
+    assert parse_command(encode(command("benchmark", "b1", runs=5).to_dict())) == cmd
+    assert parse_command(encode({"id": "p", "type": "ping"})).args == {}
+
+
+@pytest.mark.parametrize("message,error", [
+    # (command as sent, expected error text)
+    ({"type": "ping"}, "'id' must be"),
+    ({"id": "a/b", "type": "ping"}, "'id' must be"),
+    ({"id": "x", "type": "exec"}, "unknown type 'exec'"),
+    ({"id": "x", "type": "benchmark", "runs": 0}, "outside [1"),
+    ({"id": "x", "type": "benchmark", "runs": 2.5}, "must be an integer"),
+    ({"id": "x", "type": "benchmark", "runs": True}, "must be an integer"),
+    ({"id": "x", "type": "benchmark", "power": "yes"}, "must be true/false"),
+    ({"id": "x", "type": "benchmark", "code": "import os"}, "unknown field 'code'"),
+    ({"id": "x", "type": "deploy"}, "missing field 'manifest'"),
+    ({"id": "x", "type": "deploy", "manifest": {**MANIFEST, "chunks": 2}}, "expected 3"),
+    ({"id": "x", "type": "deploy", "manifest": {**MANIFEST, "sha256": "z" * 64}}, "does not match"),
+    ({"id": "x", "type": "deploy", "manifest": {**MANIFEST, "name": "../etc"}}, "does not match"),
+])
+def test_bad_commands_are_refused_naming_the_field(message: dict, error: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_command(encode(message))
+    assert error in str(info.value)
+    if "id" in message and message["id"] == "x":
+        assert info.value.cmd_id == "x"  # the error event can name the command
+
+
+@pytest.mark.parametrize("payload,error", [
+    (b"\xff\xfe", "not valid JSON"),
+    (b"42", "expected a JSON object"),
+    (b"{" + b" " * 70_000 + b"}", "over the 65536-byte limit"),
+])
+def test_undecodable_payloads_are_refused(payload: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        parse_command(payload)
+
+
+def test_manifest_float_size_is_not_an_integer() -> None:
+    with pytest.raises(ProtocolError, match="'size' must be an integer"):
+        check_manifest({**MANIFEST, "size": 1e4})
+
+
+def test_topics_round_trip_and_reject_wildcards() -> None:
+    assert topic("pi-1", "status") == "edgeq/v1/pi-1/status"
+    assert parse_chunk_topic(chunk_topic("pi-1", "d1", 7)) == ("d1", 7)
+    assert parse_chunk_topic(topic("pi-1", "cmd")) is None
+    assert device_of("edgeq/v1/pi-1/result") == "pi-1"
+    assert shared_results() == "$share/edgeq/edgeq/v1/+/result"
+    for bad in ("+", "#", "a/b", "", "_all", "x" * 65):
+        with pytest.raises(ProtocolError, match="device id"):
+            topic(bad, "cmd")
+
+
+def result(**changes: object) -> dict:
+    r = {"schema_version": 1, "report_id": "r" * 32, "cmd_id": "b1", "type": "benchmark",
+         "device": "pi-1", "ts": 1.0, "agent": {}, "arch": "aarch64", "runtime": {},
+         "model": {"sha256": "f" * 64}, "latency": None, "power": None, "accuracy": None,
+         "errors": []}
+    r.update(changes)
+    return r
+
+
+def test_results_are_checked_before_storage() -> None:
+    assert check_result(result())["device"] == "pi-1"
+    with pytest.raises(ProtocolError, match="model.sha256"):
+        check_result(result(model={"sha256": "short"}))
+    with pytest.raises(ProtocolError, match="'report_id'"):
+        check_result(result(report_id="x"))
+    with pytest.raises(ProtocolError, match="unknown field 'extra'"):
+        check_result(result(extra=1))
+
+
+def test_acks_carry_report_ids_only() -> None:
+    assert parse_ack(encode({"report_ids": ["r" * 32]})) == ["r" * 32]
+    with pytest.raises(ProtocolError):
+        parse_ack(encode({"report_ids": ["../x"]}))
