@@ -3,19 +3,23 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= out/demo
 
-.PHONY: install system-deps test demo bench examples clean
+.PHONY: install system-deps arm64-env test demo bench examples clean
 
-# Debian packages: compilers for export micro, mosquitto for the fleet tests (root + apt-get).
+# Debian packages: compilers (export micro), mosquitto, qemu/debootstrap/iproute2 (root + apt-get).
 system-deps:
 	bash .ci/system-deps.sh
+
+# arm64 Python + aarch64 wheels for the QEMU agent test (cached in ~/.cache/edgeq/arm64).
+arm64-env:
+	bash .ci/arm64-env.sh || echo "arm64-env: not built; tests/test_qemu.py will be skipped" >&2
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[host,test]'
 
-test: system-deps install
+test: system-deps install arm64-env
 	$(PYTHON) -m pytest -q
 
-demo: install
+demo: system-deps install
 	OUT=$(OUT) PYTHON=$(PYTHON) bash examples/demo.sh
 
 bench: install

@@ -5,6 +5,8 @@
 #     its C++ for the host and for Cortex-M4 and reads the objects back with readelf.
 #   mosquitto (+ clients): the real MQTT broker the fleet tests start on a free loopback port;
 #     mosquitto_passwd for the ACL test, mosquitto_pub/sub for bench/fleet_bench.py.
+#   qemu-user-static, debootstrap: the arm64 agent under emulation (.ci/arm64-env.sh).
+#   iproute2: `ip netns` for the fleet-in-network-namespaces test.
 set -euo pipefail
 need=()
 command -v make >/dev/null || need+=(make)
@@ -14,6 +16,9 @@ command -v arm-none-eabi-g++ >/dev/null || need+=(gcc-arm-none-eabi binutils-arm
 [ -d /usr/lib/arm-none-eabi/include/c++ ] || need+=(libstdc++-arm-none-eabi-newlib libnewlib-arm-none-eabi)
 { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v ip >/dev/null || need+=(iproute2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq

@@ -57,6 +57,7 @@ class AgentConfig:
     transfer_timeout_s: float = 120.0
     session_expiry_s: int = 600
     resend_after_s: float = 60.0
+    child_python: tuple[str, ...] = ()  # how to start child interpreters; () = this one
 
 
 @dataclass
@@ -344,7 +345,7 @@ class Agent:
             raise Rejected(str(e)) from None
         if bundle.model_sha256 != t.manifest["model_sha256"]:
             raise Rejected("model sha256 in the bundle differs from the manifest's")
-        check = check_in_child(staging, self.runtime_name)
+        check = check_in_child(staging, self.runtime_name, python=self.cfg.child_python)
         if not check.ok:
             raise Rejected(f"model does not load and invoke in {self.runtime_name}: {check.error}")
         return Bundle(self.store.models / t.manifest["sha256"], bundle.meta)

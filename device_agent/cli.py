@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -49,6 +50,10 @@ def parser() -> argparse.ArgumentParser:
                    help="abort a deploy whose chunks stop arriving for this many seconds")
     p.add_argument("--resend-after", type=float, default=60.0,
                    help="resend a result no collector has acknowledged after this many seconds")
+    p.add_argument("--child-python", default="",
+                   help="command that starts the child interpreter for load checks (default: "
+                        "this Python), e.g. 'qemu-aarch64-static -L ROOT ROOT/usr/bin/python3' "
+                        "when the agent itself runs under QEMU user emulation")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--version", action="version", version=f"edgeq-agent {__version__}")
     return p
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = AgentConfig(broker, check_device_id(args.device_id), args.data_dir,
                           args.trust_key, args.runtime, args.power,
                           int(args.max_bundle_mb * 2**20), args.spool_limit, args.transfer_timeout,
-                          resend_after_s=args.resend_after)
+                          resend_after_s=args.resend_after,
+                          child_python=tuple(shlex.split(args.child_python)))
         agent = Agent(cfg, _probes(args.sysfs_root))
     except (ConnectionConfigError, ProtocolError, SignatureError, RuntimeUnavailable,
             OSError, ValueError) as e:

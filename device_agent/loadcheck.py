@@ -24,13 +24,20 @@ class LoadCheck:
     error: str = ""
 
 
-def check_in_child(bundle_dir: Path, runtime: str, timeout_s: float = 300.0) -> LoadCheck:
-    """Run the check as a child process and report what happened, crashes included."""
+def check_in_child(bundle_dir: Path, runtime: str, timeout_s: float = 300.0,
+                   python: tuple[str, ...] = ()) -> LoadCheck:
+    """Run the check as a child process and report what happened, crashes included.
+
+    `python`: the command that starts the child interpreter (default: this one)."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "device_agent.loadcheck", str(bundle_dir),
-                               runtime], capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run([*(python or (sys.executable,)), "-m", "device_agent.loadcheck",
+                               str(bundle_dir), runtime],
+                              capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return LoadCheck(False, runtime, error=f"load check timed out after {timeout_s:.0f} s")
+    except OSError as e:
+        return LoadCheck(False, runtime, error=f"cannot start the load check ({e}); see "
+                                                "edgeq-agent --child-python")
     if proc.returncode < 0:
         return LoadCheck(False, runtime, error=f"the {runtime} interpreter crashed (signal "
                                                 f"{-proc.returncode}) loading the model")

@@ -379,10 +379,12 @@ def devices_cmd(broker: str, username: str | None, password_file: Path | None,
 @click.option("--client-id", help="Stable MQTT client id (default: edgeq-collector-HOST-GROUP); "
                                   "the broker keeps its session while it is down.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
-              help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics.")
+              help="Serve Prometheus metrics on http://BIND:PORT/metrics.")
+@click.option("--metrics-bind", default="127.0.0.1", show_default=True,
+              help="Address for the metrics endpoint (0.0.0.0 inside a container).")
 def collect_cmd(broker: str, username: str | None, password_file: Path | None,
                 tls_ca: Path | None, db: Path, group: str, client_id: str | None,
-                metrics_port: int | None) -> None:
+                metrics_port: int | None, metrics_bind: str) -> None:
     """Collector daemon: store every device result once, until SIGINT/SIGTERM."""
     import signal
     import threading
@@ -391,7 +393,8 @@ def collect_cmd(broker: str, username: str | None, password_file: Path | None,
 
     log.setLevel(min(log.getEffectiveLevel(), logging.INFO))  # a daemon says what it stores
     collector = Collector(CollectorConfig(_broker(broker, username, password_file, tls_ca), db,
-                                          group, client_id, metrics_port=metrics_port))
+                                          group, client_id, metrics_port=metrics_port,
+                                          metrics_bind=metrics_bind))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

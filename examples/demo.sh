@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The pipeline on the bundled examples: conversions (int8 / int16x8 / mixed / rewritten), two
-# precision searches (Pareto frontier + plan), then a table of every conversion.
+# precision searches (Pareto frontier + plan), a TFLite Micro export, a table of every
+# conversion, then the device half (examples/demo_fleet.sh): broker, agents, deploy, bench,
+# collect, compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/demo}
@@ -38,3 +40,5 @@ run edgeq export micro "$OUT/search-digits_attention/model.tflite" -o "$OUT/micr
   --name digits_attention --golden examples/digits_attention_eval.npz
 echo
 "$PYTHON" examples/demo_table.py "$OUT"
+echo
+bash examples/demo_fleet.sh "$OUT"

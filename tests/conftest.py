@@ -133,3 +133,23 @@ def agents(tmp_path: Path, broker, signing_keys: tuple[Path, Path]):  # noqa: AN
     yield start
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture()
+def collectors(tmp_path: Path, broker):  # noqa: ANN001, ANN201
+    """start(*args, db=, url=, name=) -> a running `edgeq collect` process (default: on `broker`,
+    storing in tmp_path/r.sqlite); all stopped afterwards, even when the test fails."""
+    from mqtt_env import CollectorProcess
+
+    started = []
+
+    def start(*args: str, db: Path | None = None, url: str | None = None,
+              name: str = "collector") -> CollectorProcess:
+        collector = CollectorProcess(url or broker.url, db or tmp_path / "r.sqlite", args,
+                                     name).start()
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.stop()

@@ -53,6 +53,7 @@ class Mosquitto:
     extra_conf: str = ""
     host: str = "127.0.0.1"
     persistent: bool = True
+    defaults: bool = True  # False: only the listener (and `user root`) around extra_conf
     proc: subprocess.Popen | None = None
 
     @property
@@ -66,19 +67,7 @@ class Mosquitto:
                                "(.ci/run and `make test` do this as root)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            + (f"persistence true\npersistence_location {self.workdir}/\n"
-               # save after every change: a killed broker keeps collector sessions and queues
-               "autosave_interval 1\nautosave_on_changes true\n" if self.persistent
-               else "persistence false\n")
-            + "max_queued_messages 100000\n"
-            f"log_dest file {self.workdir}/mosquitto.log\nlog_type error\nlog_type warning\n"
-            # as root, mosquitto drops to the 'mosquitto' user, which cannot open pytest's
-            # private temp dirs (config, passwords, persistence): stay root instead
-            + ("user root\n" if os.geteuid() == 0 else "")
-            + f"{self.extra_conf}\n" + ("" if "allow_anonymous" in self.extra_conf
-                                        else "allow_anonymous true\n"))
+        conf.write_text(self._config())
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         try:
@@ -87,6 +76,22 @@ class Mosquitto:
             self.proc.kill()
             raise RuntimeError(f"mosquitto did not start: {self.proc.stderr.read().decode()}") from None
         return self
+
+    def _config(self) -> str:
+        # as root, mosquitto drops to the 'mosquitto' user, which cannot open pytest's private
+        # temp dirs (config, passwords, persistence): stay root instead
+        text = f"listener {self.port} {self.host}\n" + ("user root\n" if os.geteuid() == 0 else "")
+        if not self.defaults:
+            return text + self.extra_conf + "\n"
+        return (text
+            + (f"persistence true\npersistence_location {self.workdir}/\n"
+               # save after every change: a killed broker keeps collector sessions and queues
+               "autosave_interval 1\nautosave_on_changes true\n" if self.persistent
+               else "persistence false\n")
+            + "max_queued_messages 100000\n"
+            f"log_dest file {self.workdir}/mosquitto.log\nlog_type error\nlog_type warning\n"
+            + f"{self.extra_conf}\n" + ("" if "allow_anonymous" in self.extra_conf
+                                        else "allow_anonymous true\n"))
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -225,3 +230,59 @@ def make_tls_files(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path
                                                   serialization.PrivateFormat.PKCS8,
                                                   serialization.NoEncryption()))
     return paths
+
+
+@dataclass
+class NetnsLink:
+    """A network namespace joined to the host by a veth pair (host side HOST_IP/30)."""
+
+    netns: str
+    host_if: str
+    host_ip: str
+    device_ip: str
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        """Run a command inside the namespace."""
+        return ("ip", "netns", "exec", self.netns)
+
+    def cut(self) -> None:
+        _ip("link", "set", self.host_if, "down")
+
+    def restore(self) -> None:
+        _ip("link", "set", self.host_if, "up")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def make_netns_links(count: int) -> list[NetnsLink]:
+    """`count` namespaces, each with its own veth link and /30 subnet; traffic stays inside the
+    machine. Remove them with remove_netns_links."""
+    tag, subnet = os.getpid() % 10000, 200 + os.getpid() % 50
+    links = []
+    try:
+        for k in range(1, count + 1):
+            link = NetnsLink(f"edgeq-{tag}-{k}", f"eq{tag}h{k}", f"10.{subnet}.{k}.1",
+                             f"10.{subnet}.{k}.2")
+            links.append(link)
+            device_if = f"eq{tag}d{k}"
+            _ip("netns", "add", link.netns)
+            _ip("link", "add", link.host_if, "type", "veth", "peer", "name", device_if)
+            _ip("link", "set", device_if, "netns", link.netns)
+            _ip("addr", "add", f"{link.host_ip}/30", "dev", link.host_if)
+            _ip("link", "set", link.host_if, "up")
+            for args in (("addr", "add", f"{link.device_ip}/30", "dev", device_if),
+                         ("link", "set", device_if, "up"), ("link", "set", "lo", "up")):
+                _ip("netns", "exec", link.netns, "ip", *args)
+    except (subprocess.CalledProcessError, OSError):
+        remove_netns_links(links)
+        raise
+    return links
+
+
+def remove_netns_links(links: list[NetnsLink]) -> None:
+    for link in links:
+        for args in (("netns", "del", link.netns), ("link", "del", link.host_if)):
+            subprocess.run(["ip", *args], capture_output=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import bundled
-from mqtt_env import CollectorProcess, stored_rows, wait_until
+from mqtt_env import stored_rows, wait_until
 
 from device_agent.connection import Broker
 from device_agent.protocol import chunk_topic, encode, topic
@@ -273,9 +273,10 @@ def test_killed_agent_is_marked_offline_by_its_last_will(broker, agents) -> None
 # A broker without persistence forgets the collector's subscription when killed: what the agent
 # resends first is dropped, and only the end-to-end ack + the collector's resend request save it.
 @pytest.mark.parametrize("broker", [True, False], indirect=True, ids=["persistent", "in-memory"])
-def test_broker_killed_and_restarted_every_result_arrives_once(tmp_path: Path, broker, deployed) -> None:  # noqa: ANN001
+def test_broker_killed_and_restarted_every_result_arrives_once(tmp_path: Path, broker, deployed,  # noqa: ANN001
+                                                               collectors) -> None:
     db = tmp_path / "reports.sqlite"
-    collector = CollectorProcess(broker.url, db).start()
+    collector = collectors(db=db)
     wait_until(lambda: "subscribed" in collector.log(), 20, "collector subscribed")
     n = 4
     with HostSession(host(broker)) as s:  # commands taken by the agent before the broker dies
@@ -292,11 +293,11 @@ def test_broker_killed_and_restarted_every_result_arrives_once(tmp_path: Path, b
     rows = wait_until(lambda: (r := stored_rows(db)) and len(r) >= n and r, 60, f"{n} results")
     assert sorted(r[0] for r in rows) == sorted({r[0] for r in rows}) and len(rows) == n
     wait_until(lambda: not list((deployed[0].data_dir / "spool").glob("*.json")), 10, "spool empty")
-    collector.stop()
 
 
-def test_results_spooled_before_an_agent_restart_are_delivered(tmp_path: Path, broker, agents,
-                                                                cnn_int8, signing_keys) -> None:  # noqa: ANN001
+def test_results_spooled_before_an_agent_restart_are_delivered(tmp_path: Path, broker, agents,  # noqa: ANN001
+                                                                collectors, cnn_int8,
+                                                                signing_keys) -> None:
     agent = agents("dev5")
     wait_online(broker, "dev5")
     deploy_to(broker, "dev5", cnn_int8, signing_keys[0])
@@ -311,11 +312,10 @@ def test_results_spooled_before_an_agent_restart_are_delivered(tmp_path: Path, b
     agent.kill()  # the spooled result must survive the agent too
     broker.start()
     db = tmp_path / "reports.sqlite"
-    collector = CollectorProcess(broker.url, db).start()
+    collectors(db=db)
     agents("dev5")  # same data dir: resends its spool after connecting
     rows = wait_until(lambda: stored_rows(db), 60, "the spooled result in SQLite")
     assert len(rows) == 1 and rows[0][1] == "dev5"
-    collector.stop()
 
 
 @pytest.fixture(scope="session")

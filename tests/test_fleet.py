@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, bundled, run_cli
-from mqtt_env import CollectorProcess, Mosquitto, free_port, stored_rows, wait_until
+from mqtt_env import Mosquitto, free_port, stored_rows, wait_until
 
 from device_agent.connection import Broker, make_client
 from device_agent.protocol import encode, topic
@@ -52,9 +52,10 @@ class Publisher:
         self.client.loop_stop()
 
 
-def test_collector_stores_once_drops_invalid_acks_and_serves_metrics(tmp_path: Path, broker) -> None:  # noqa: ANN001
+def test_collector_stores_once_drops_invalid_acks_and_serves_metrics(tmp_path: Path, broker,  # noqa: ANN001
+                                                                     collectors) -> None:
     db, port = tmp_path / "r.sqlite", free_port()
-    collector = CollectorProcess(broker.url, db, ("--metrics-port", str(port))).start()
+    collector = collectors("--metrics-port", str(port), db=db)
     wait_until(lambda: "subscribed" in collector.log(), 20, "collector subscribed")
     same = result(report_id="dup" + "0" * 29)
     with HostSession(Broker.from_url(broker.url)) as watcher:
@@ -84,11 +85,11 @@ def _get(url: str) -> str | None:
         return None
 
 
-def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path, broker) -> None:  # noqa: ANN001
+def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path, broker,  # noqa: ANN001
+                                                                  collectors) -> None:
     db = tmp_path / "r.sqlite"
-    collectors = [CollectorProcess(broker.url, db, ("--client-id", f"c{k}"), f"c{k}").start()
-                  for k in (1, 2)]
-    for c in collectors:
+    group = [collectors("--client-id", f"c{k}", db=db, name=f"c{k}") for k in (1, 2)]
+    for c in group:
         wait_until(lambda c=c: "subscribed" in c.log(), 20, "collector subscribed")
     pub = Publisher(broker.url)
     sent = [result(f"dev{k % 5}") for k in range(60)]
@@ -96,9 +97,9 @@ def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path,
         pub.publish(topic(r["device"], "result"), encode(r))
     pub.close()
     wait_until(lambda: len(stored_rows(db)) == 60, 20, "60 rows")
-    for c in collectors:
+    for c in group:
         assert c.stop() == 0
-    received = [int(c.log().rsplit("stopped: ", 1)[1].split()[0]) for c in collectors]
+    received = [int(c.log().rsplit("stopped: ", 1)[1].split()[0]) for c in group]
     assert sum(received) == 60 and min(received) > 0  # both took a share
     assert sorted(r for r, _ in stored_rows(db)) == sorted(r["report_id"] for r in sent)
 
@@ -120,7 +121,7 @@ def acl_broker(tmp_path: Path):  # noqa: ANN201
     b.stop()
 
 
-def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, agents, cnn_int8,  # noqa: ANN001
+def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, collectors, cnn_int8,  # noqa: ANN001
                                       signing_keys) -> None:
     from mqtt_env import AgentProcess
 
@@ -130,8 +131,8 @@ def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, agents, cnn_in
     try:
         wait_until(lambda: "connected to" in agent.log(), 20, "dev1 connected")
         db = tmp_path / "r.sqlite"
-        collector = CollectorProcess(acl_broker.url, db, ("--username", "edgeq-host",
-                                                          "--password-file", str(tmp_path / "host.pw"))).start()
+        collector = collectors("--username", "edgeq-host", "--password-file",
+                               str(tmp_path / "host.pw"), db=db, url=acl_broker.url)
         wait_until(lambda: "subscribed" in collector.log(), 20, "collector subscribed")
         from edgeq.fleet.deploy import DeployConfig, deploy
         from edgeq.fleet.remote import request_report
@@ -147,7 +148,6 @@ def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, agents, cnn_in
         pub.close()
         wait_until(lambda: len(stored_rows(db)) == 2, 10, "dev1's own result stored")
         assert {d for _, d in stored_rows(db)} == {"dev1"}
-        collector.stop()
     finally:
         agent.stop()
     with pytest.raises(DeviceUnreachable, match="refused the connection"):
@@ -182,7 +182,8 @@ def test_tls_broker_with_a_private_ca(tmp_path: Path, cnn_int8, signing_keys) ->
 
 # -- the CLI as a user runs it -------------------------------------------------------------------
 
-def test_cli_keys_deploy_bench_devices_reports(tmp_path: Path, broker, agents, cnn_int8, capsys) -> None:  # noqa: ANN001
+def test_cli_keys_deploy_bench_devices_reports(tmp_path: Path, broker, agents, collectors,  # noqa: ANN001
+                                               cnn_int8, capsys) -> None:
     code, out, _ = run_cli(["keys", "generate", "-o", str(tmp_path / "k")], capsys)
     assert code == 0 and "host.pub" in out
     code, _, err = run_cli(["keys", "generate", "-o", str(tmp_path / "k")], capsys)
@@ -191,7 +192,7 @@ def test_cli_keys_deploy_bench_devices_reports(tmp_path: Path, broker, agents, c
     b = ["--broker", broker.url]
     wait_until(lambda: '"online"' in run_cli(["devices", *b, "--json"], capsys)[1], 20, "online")
     db = tmp_path / "r.sqlite"
-    collector = CollectorProcess(broker.url, db).start()
+    collector = collectors(db=db)
     wait_until(lambda: "subscribed" in collector.log(), 20, "collector subscribed")
 
     code, out, err = run_cli(["deploy", str(cnn_int8), "--device", "pi", *b, "--key",

@@ -53,28 +53,24 @@ def _take_accuracy(row: dict[str, Any], acc: dict[str, Any] | None) -> None:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width table for the terminal."""
+    """A fixed-width table for the terminal (text columns as wide as their longest value)."""
     if not rows:
         return "no results stored yet"
     header = ("device", "arch", "runtime", "model", "n", "p50 ms", "p99 ms", "mJ/inf", "metric",
               "device", "host", "exact", "max LSB")
-    lines = [" ".join(f"{h:>10}" if i > 3 else f"{h:<14}" for i, h in enumerate(header))]
-    for r in rows:
-        cells = (r["device"], r["arch"], r["runtime"], r["model"], r["reports"], r["p50_ms"],
-                 r["p99_ms"], r["energy_mj"], r["metric"], r["value"], r["host_value"],
-                 r["exact_match"], r["max_lsb"])
-        lines.append(" ".join(_cell(c, i) for i, c in enumerate(cells)))
-    return "\n".join(lines)
+    keys = ("device", "arch", "runtime", "model", "reports", "p50_ms", "p99_ms", "energy_mj",
+            "metric", "value", "host_value", "exact_match", "max_lsb")
+    cells = [[_text(r[k]) for k in keys] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = [header, *cells]
+    return "\n".join("  ".join(f"{v:<{w}}" if i < 4 else f"{v:>{w}}"
+                               for i, (v, w) in enumerate(zip(line, widths))) for line in lines)
 
 
-def _cell(value: Any, i: int) -> str:
+def _text(value: Any) -> str:
     if value is None:
-        text = "-"
-    elif isinstance(value, float):
-        text = f"{value:.4g}"
-    else:
-        text = str(value)
-    return f"{text:>10}" if i > 3 else f"{text[:14]:<14}"
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -87,7 +83,8 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Latency (p50 bar, p99 whisker) and accuracy per device and model, side by side."""
+    """Three panels per (device, model): latency (p50 bar, p99 whisker), task metric on the
+    device vs the host's, and the share of samples bit-exact with the host (max LSB on top)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,20 +93,27 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     from ..fsutil import write_atomic
 
     labels = [f"{r['device']}\n{r['model']}" for r in rows]
-    x = range(len(rows))
-    fig, (ax_lat, ax_acc) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 4.5))
+    x = list(range(len(rows)))
+    fig, (ax_lat, ax_acc, ax_agree) = plt.subplots(1, 3, figsize=(max(10, 2.2 * len(rows) + 5), 4.8))
     p50 = [r["p50_ms"] or 0 for r in rows]
     p99 = [max(0.0, (r["p99_ms"] or 0) - (r["p50_ms"] or 0)) for r in rows]
     ax_lat.bar(x, p50, yerr=[[0] * len(rows), p99], capsize=4, color="tab:blue")
-    ax_lat.set_title("latency: p50 bar, p99 whisker (ms)")
+    ax_lat.set_title("latency (ms): p50 bar, p99 whisker")
     ax_acc.bar(x, [r["value"] or 0 for r in rows], color="tab:green", label="device")
     ax_acc.scatter(x, [r["host_value"] if r["host_value"] is not None else float("nan")
                        for r in rows], color="black", marker="_", s=400, label="host reference")
-    metric = next((r["metric"] for r in rows if r["metric"]), "metric")
-    ax_acc.set_title(f"{metric} on the deployed eval set")
+    ax_acc.set_title(f"{next((r['metric'] for r in rows if r['metric']), 'metric')} on the eval set")
     ax_acc.legend(loc="lower right")
-    for ax in (ax_lat, ax_acc):
-        ax.set_xticks(list(x), labels, fontsize=8)
+    exact = [100 * (r["exact_match"] or 0) for r in rows]
+    ax_agree.bar(x, exact, color="tab:orange")
+    for k, r in enumerate(rows):
+        if r["max_lsb"] is not None:
+            ax_agree.annotate(f"max {r['max_lsb']} LSB", (k, exact[k]), ha="center",
+                              va="bottom", fontsize=8)
+    ax_agree.set_ylim(0, 110)
+    ax_agree.set_title("% of samples bit-exact with the host")
+    for ax in (ax_lat, ax_acc, ax_agree):
+        ax.set_xticks(x, labels, fontsize=7, rotation=25, ha="right")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
