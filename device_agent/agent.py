@@ -223,8 +223,8 @@ class Agent:
         if len(self.seen) > 1000:
             self.seen.popitem(last=False)
         log.info("command %s: %s", cmd.id, cmd.type)
-        handlers = {"ping": self._ping, "deploy": self._deploy, "benchmark": self._measure,
-                    "evaluate": self._measure}
+        handlers = {"ping": self._ping, "deploy": self._deploy, "rollback": self._rollback,
+                    "benchmark": self._measure, "evaluate": self._measure}
         try:
             handlers[cmd.type](cmd)
         except Exception as e:  # noqa: BLE001 - one command failing must not stop the agent
@@ -349,6 +349,24 @@ class Agent:
         if not check.ok:
             raise Rejected(f"model does not load and invoke in {self.runtime_name}: {check.error}")
         return Bundle(self.store.models / t.manifest["sha256"], bundle.meta)
+
+    def _rollback(self, cmd: Command) -> None:
+        """Make the previous model active again, after the same load check as a deploy."""
+        previous = self.store.previous()
+        if self.transfer is not None or previous is None:
+            self._reject(cmd.id, "busy: a deploy is receiving" if self.transfer else
+                         "no previous model to roll back to")
+            return
+        check = check_in_child(previous.directory, self.runtime_name, python=self.cfg.child_python)
+        if not check.ok:
+            self._reject(cmd.id, f"previous model {previous.name} does not load and invoke in "
+                                 f"{self.runtime_name}: {check.error}")
+            return
+        self.store.rollback()
+        log.info("rollback %s: activated %s (%s)", cmd.id, previous.name, previous.model_sha256[:12])
+        self._event(cmd.id, "info", "activated", f"rolled back to {previous.name}",
+                    model=_model_info(self.store.active()), runtime=self.runtime_name)
+        self._publish_status()
 
     # -- benchmark / evaluate --------------------------------------------------------------
 

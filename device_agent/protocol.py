@@ -8,6 +8,7 @@ Topics under `edgeq/v1/<device>/`:
 |--------------------|------------|-----|----------|------------------------------------------------|
 | status             | dev -> host| 1   | yes      | state online/offline (offline is the LWT), ... |
 | cmd                | host -> dev| 1   | no       | {id, type, ...args}; checked by parse_command  |
+|                    |            |     |          | types: ping, deploy, rollback, benchmark, evaluate |
 | deploy/<id>/<n>    | host -> dev| 1   | no       | raw chunk n of the signed bundle               |
 | event              | dev -> host| 1   | no       | {cmd_id, level, state, message}                |
 | result             | dev -> host| 1   | no       | a benchmark/evaluate report (check_result)     |
@@ -167,6 +168,7 @@ MANIFEST_FIELDS: dict[str, Field] = {
 COMMAND_FIELDS: dict[str, dict[str, Field]] = {
     "ping": {},
     "deploy": {"manifest": Field(dict)},
+    "rollback": {},
     "benchmark": {
         "runs": Field(int, 100, 1, 1_000_000),
         "warmup": Field(int, 10, 0, 100_000),
@@ -279,6 +281,8 @@ def event_message(device: str, cmd_id: str | None, level: str, state: str | None
     """Progress or error of a command (cmd_id None: not tied to a command)."""
     if level not in LEVELS:
         raise ValueError(f"level {level!r} not in {LEVELS}")
+    if state is not None and state not in STEP_STATES + FINAL_STATES:
+        raise ValueError(f"event state {state!r} not in {STEP_STATES + FINAL_STATES}")
     return {"schema_version": SCHEMA_VERSION, "device": device, "cmd_id": cmd_id, "level": level,
             "state": state, "message": message, "ts": time.time(), **details}
 

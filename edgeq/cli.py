@@ -324,6 +324,26 @@ def deploy_cmd(model: Path, device: str, broker: str, username: str | None,
                f"device check + activate {t['activate']:.2f} s, total {t['total']:.2f} s")
 
 
+@cli.command("rollback")
+@click.option("--device", required=True, help="Device id.")
+@_broker_options
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the device's answer as JSON.")
+def rollback_cmd(device: str, broker: str, username: str | None, password_file: Path | None,
+                 tls_ca: Path | None, timeout: float, as_json: bool) -> None:
+    """Make the device's previous model active again (it keeps one), after a load check.
+
+    Exit 0 rolled back; 1 the device has no previous model (or it no longer loads);
+    3 unreachable / timed out."""
+    from .fleet.remote import rollback
+
+    event = rollback(_broker(broker, username, password_file, tls_ca), _device(device), timeout)
+    model = event.get("model") or {}
+    click.echo(json.dumps(event, indent=2) if as_json else
+               f"edgeq rollback: {device} now runs {model.get('name')} "
+               f"(sha256 {str(model.get('sha256'))[:12]}...)")
+
+
 @cli.command("bench")
 @click.option("--device", required=True, help="Device id.")
 @_broker_options

@@ -201,6 +201,31 @@ def test_model_that_fails_to_load_is_rolled_back(tmp_path: Path, broker, agents,
     assert request_report(host(broker), "mcu2", "evaluate", 60)["errors"] == []
 
 
+def test_rollback_swaps_back_to_the_previous_model(broker, deployed, gelu_int8, signing_keys,  # noqa: ANN001
+                                                   capsys) -> None:
+    from conftest import run_cli
+
+    first = deployed[1]["model"]["sha256"]
+    second = deploy_to(broker, "dev1", gelu_int8, signing_keys[0])["model"]["sha256"]
+    b = ["--device", "dev1", "--broker", broker.url]
+    code, out, err = run_cli(["rollback", *b], capsys)
+    assert code == 0 and "now runs digits_cnn" in out, err
+    assert active_sha(broker, "dev1") == first
+    assert run_cli(["rollback", *b], capsys)[0] == 0  # previous is now the gelu model
+    assert active_sha(broker, "dev1") == second
+
+
+def test_rollback_without_a_previous_model(broker, agents, cnn_int8, signing_keys, capsys) -> None:  # noqa: ANN001
+    from conftest import run_cli
+
+    agents("dev6")
+    wait_online(broker, "dev6")
+    deploy_to(broker, "dev6", cnn_int8, signing_keys[0])
+    code, _, err = run_cli(["rollback", "--device", "dev6", "--broker", broker.url], capsys)
+    assert code == 1 and "no previous model to roll back to" in err
+    assert active_sha(broker, "dev6") == hashlib.sha256(cnn_int8.read_bytes()).hexdigest()
+
+
 def test_stalled_transfer_is_aborted_and_cleaned_up(tmp_path: Path, broker, agents, cnn_int8,
                                                     signing_keys) -> None:  # noqa: ANN001
     agent = agents("slow", "--transfer-timeout", "1")

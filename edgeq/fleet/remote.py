@@ -37,6 +37,18 @@ def request_report(broker: Broker, device: str, kind: str, timeout_s: float,
     return message
 
 
+def rollback(broker: Broker, device: str, timeout_s: float) -> dict[str, Any]:
+    """Make the device's previous model active again; returns the `activated` event.
+    DeviceRefused when it has none (or it no longer loads); the active model stays then."""
+    cmd = command("rollback", new_command_id("rollback"))
+    with HostSession(broker) as session:
+        session.subscribe(topic(device, "event"))
+        session.require_online(device)
+        session.send(device, cmd, timeout_s)
+        return session.answer(device, cmd.id, ("activated",), timeout_s,
+                              f"device '{device}' to roll back")
+
+
 def benchmark_timeout(args: dict[str, Any]) -> float:
     """A wait long enough for the requested benchmark: its time cap, two power windows, slack."""
     power = 2 * args.get("power_window_s", 2.0) if args.get("power", True) else 0.0

@@ -100,9 +100,6 @@ class SQLiteStore:
             query, params = query + " WHERE device = ?", (device,)
         return [json.loads(p) for (p,) in self.db.execute(query + " ORDER BY ts, report_id", params)]
 
-    def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM reports").fetchone()[0])
-
     def close(self) -> None:
         self.db.close()
 
