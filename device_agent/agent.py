@@ -398,23 +398,24 @@ class Agent:
         def open_model() -> Runtime:
             return open_runtime(self.runtime_name, model, num_threads=threads)
 
+        eval_samples = raw_samples(bundle, a["max_samples"])
         if cmd.type == "evaluate":
             with open_model() as rt:
                 result["runtime"]["version"] = rt.version
-                result["accuracy"] = evaluate(rt, bundle, a["max_samples"])
+                result["accuracy"] = evaluate(rt, bundle, eval_samples)
             return
-        samples = raw_samples(bundle, a["max_samples"]) or random_inputs(bundle.inputs())
+        samples = eval_samples or random_inputs(bundle.inputs())
         cfg = BenchmarkConfig(a["runs"], a["warmup"], a["min_seconds"], a["max_seconds"])
         latency, rt = benchmark(open_model, samples, cfg)
         with rt:
             result["runtime"]["version"] = rt.version
-            result["latency"] = {**latency, "threads": threads, "inputs": "eval set" if
-                                 bundle.meta.get("eval") else "random"}
+            result["latency"] = {**latency, "threads": threads,
+                                 "inputs": "eval set" if eval_samples else "random"}
             result["power"] = (measure_power(self.probe, self.power_reason, a["power_window_s"],
                                              _busy_loop(rt, samples))
                                if a["power"] else unavailable_power("not requested"))
             if a["evaluate"]:
-                result["accuracy"] = evaluate(rt, bundle, a["max_samples"])
+                result["accuracy"] = evaluate(rt, bundle, eval_samples)
 
     def _new_result(self, cmd: Command, bundle: Bundle) -> dict[str, Any]:
         return {"schema_version": 1, "report_id": uuid.uuid4().hex, "cmd_id": cmd.id,

@@ -106,14 +106,19 @@ class Bundle:
         """Preprocessing contracts by the input name they apply to."""
         return {c["input"]: Contract.from_dict(c) for c in self.meta.get("preprocessing") or []}
 
-    def eval_data(self) -> tuple[list[np.ndarray], np.ndarray | None] | None:
-        """(float inputs per model input, labels or None), or None without eval data."""
+    def eval_inputs(self) -> list[np.ndarray] | None:
+        """Float inputs per model input (before preprocessing), or None without eval data."""
         if not self.meta.get("eval"):
             return None
         with np.load(self.directory / EVAL, allow_pickle=False) as npz:
-            inputs = [npz[f"in_{i}"] for i in range(len(self.meta["io"]["inputs"]))]
-            y = npz["y"] if "y" in npz.files else None
-        return inputs, y
+            return [npz[f"in_{i}"] for i in range(len(self.meta["io"]["inputs"]))]
+
+    def labels(self) -> np.ndarray | None:
+        """The eval set's `y`, if it has one (read alone: npz members load lazily)."""
+        if not self.meta.get("eval"):
+            return None
+        with np.load(self.directory / EVAL, allow_pickle=False) as npz:
+            return npz["y"] if "y" in npz.files else None
 
     def reference(self) -> list[np.ndarray] | None:
         """The host's raw outputs on the eval inputs, one array per output."""
@@ -146,9 +151,9 @@ def extract_bundle(path: Path, dest: Path) -> Bundle:
                 if member in names:
                     with z.open(member) as src, open(dest / member, "wb") as dst:
                         shutil.copyfileobj(src, dst)
+    except BundleError:
+        raise
     except (zipfile.BadZipFile, ValueError, KeyError) as e:
-        if isinstance(e, BundleError):
-            raise
         raise BundleError(f"not a readable edgeq bundle ({e})") from e
     model_sha = hashlib.sha256((dest / MODEL).read_bytes()).hexdigest()
     if model_sha != meta["model"]["sha256"]:

@@ -18,10 +18,9 @@ def raw_samples(bundle: Bundle, max_samples: int = 0) -> list[list[np.ndarray]]:
 
     Names and quantisation come from the bundle's own I/O description (the host's), not the
     interpreter's: TFLM, for one, names inputs by position."""
-    data = bundle.eval_data()
-    if data is None:
+    inputs = bundle.eval_inputs()
+    if inputs is None:
         return []
-    inputs, _ = data
     specs, contracts = bundle.inputs(), bundle.contracts()
     n = len(inputs[0]) if not max_samples else min(max_samples, len(inputs[0]))
     samples = []
@@ -36,17 +35,18 @@ def raw_samples(bundle: Bundle, max_samples: int = 0) -> list[list[np.ndarray]]:
     return samples
 
 
-def evaluate(runtime: Runtime, bundle: Bundle, max_samples: int = 0) -> dict[str, Any] | None:
-    """Task metric and agreement with the host on the bundle's eval data; None without it."""
+def evaluate(runtime: Runtime, bundle: Bundle, samples: list[list[np.ndarray]]
+             ) -> dict[str, Any] | None:
+    """Task metric and agreement with the host on `samples` = raw_samples(bundle, ...) (made
+    once by the caller, who may have timed the same samples); None without eval data."""
     out_specs = bundle.outputs()
-    samples = raw_samples(bundle, max_samples)
     if not samples:
         return None
     per_sample = [runtime.infer(s) for s in samples]
     raw = [np.concatenate([o[i] for o in per_sample]) for i in range(len(out_specs))]
     values = [dequantize(r, s) for r, s in zip(raw, out_specs)]
     n = len(samples)
-    _, y = bundle.eval_data() or ([], None)
+    y = bundle.labels()
     labels = None if y is None else y[:n]
     report: dict[str, Any] = {"samples": n, "task": task_metric(values[0], labels)}
     reference = bundle.reference()

@@ -24,7 +24,7 @@ def test_bundle_carries_model_eval_reference_and_reads_back(tmp_path: Path, cnn_
     assert meta["model"]["sha256"] == hashlib.sha256(cnn_int8.read_bytes()).hexdigest()
     assert meta["eval"]["samples"] == 30 and meta["eval"]["labels"] == "class"
     bundle = extract_bundle(tmp_path / "b.zip", tmp_path / "x")
-    inputs, y = bundle.eval_data()
+    inputs, y = bundle.eval_inputs(), bundle.labels()
     assert inputs[0].shape == (30, 8, 8, 1) and y.shape == (30,)
     assert bundle.reference()[0].shape[0] == 30 and bundle.reference()[0].dtype == np.int8
     assert bundle.inputs()[0].dtype == "int8" and bundle.contracts() == {}

@@ -14,7 +14,7 @@ from typing import Any
 from device_agent.bundle import write_bundle
 from device_agent.connection import Broker, properties
 from device_agent.preprocessing import Contract
-from device_agent.protocol import chunk_topic, command, topic
+from device_agent.protocol import chunk_topic, command
 from device_agent.runtimes import LiteRTRuntime
 from device_agent.signing import SignatureError, sign
 
@@ -88,9 +88,7 @@ def deploy(cfg: DeployConfig) -> dict[str, Any]:
     cmd = command("deploy", new_command_id("deploy"), manifest=manifest)
     built = time.perf_counter()
     with HostSession(cfg.broker, max_inflight=max(20, manifest["chunks"])) as session:
-        session.subscribe(topic(cfg.device, "event"))
-        session.require_online(cfg.device)
-        session.send(cfg.device, cmd, cfg.timeout_s)
+        session.issue(cfg.device, cmd, cfg.timeout_s)
         session.answer(cfg.device, cmd.id, ("ready",), cfg.timeout_s,
                        f"device '{cfg.device}' to accept the deploy")
         sending = time.perf_counter()

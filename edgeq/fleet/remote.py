@@ -28,9 +28,7 @@ def request_report(broker: Broker, device: str, kind: str, timeout_s: float,
         return name == results or refused
 
     with HostSession(broker) as session:
-        session.subscribe(events, results)
-        session.require_online(device)
-        session.send(device, cmd, timeout_s)
+        session.issue(device, cmd, timeout_s, results)
         name, message = session.wait_for(match, timeout_s, f"the {kind} report of '{device}'")
     if name == events:
         raise DeviceRefused(f"device '{device}': {message.get('message')}")
@@ -42,9 +40,7 @@ def rollback(broker: Broker, device: str, timeout_s: float) -> dict[str, Any]:
     DeviceRefused when it has none (or it no longer loads); the active model stays then."""
     cmd = command("rollback", new_command_id("rollback"))
     with HostSession(broker) as session:
-        session.subscribe(topic(device, "event"))
-        session.require_online(device)
-        session.send(device, cmd, timeout_s)
+        session.issue(device, cmd, timeout_s)
         return session.answer(device, cmd.id, ("activated",), timeout_s,
                               f"device '{device}' to roll back")
 

@@ -121,6 +121,12 @@ class HostSession:
                                                          MessageExpiryInterval=max(1, int(expiry_s))))
         info.wait_for_publish(CONNECT_TIMEOUT_S)
 
+    def issue(self, device: str, cmd: Command, expiry_s: float, *also: str) -> None:
+        """Listen to the device's events (and the `also` topics), check it is online, send."""
+        self.subscribe(topic(device, "event"), *also)
+        self.require_online(device)
+        self.send(device, cmd, expiry_s)
+
     def answer(self, device: str, cmd_id: str, states: tuple[str, ...], timeout: float,
                what: str) -> dict[str, Any]:
         """Wait for an event of `cmd_id` in one of `states`; a rejection or failure raises."""
