@@ -162,14 +162,16 @@ class _TfliteInterpreterRuntime(_RuntimeBase):
     dist = ""
 
     def __init__(self, model: bytes, num_threads: int = 1, use_xnnpack: bool = False,
-                 preserve_all_tensors: bool = False) -> None:
+                 preserve_all_tensors: bool = False, reference_kernels: bool = False) -> None:
         try:
             mod = importlib.import_module(self.module)
         except ImportError as e:
             raise RuntimeUnavailable(f"{self.name} needs the '{self.dist}' package") from e
         kwargs: dict[str, Any] = {"model_content": bytes(model), "num_threads": num_threads,
                                   "experimental_preserve_all_tensors": preserve_all_tensors}
-        if not use_xnnpack:
+        if reference_kernels:
+            kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_REF
+        elif not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.version = _dist_version(self.dist)
         self.interpreter = mod.Interpreter(**kwargs)
@@ -189,6 +191,10 @@ class _TfliteInterpreterRuntime(_RuntimeBase):
 
     def read_outputs(self) -> list[np.ndarray]:
         return [self.interpreter.get_tensor(d["index"]).copy() for d in self._output_details]
+
+    def tensor(self, index: int) -> np.ndarray:
+        """Tensor `index` after invoke (intermediates need preserve_all_tensors)."""
+        return np.array(self.interpreter.get_tensor(index))
 
 
 def _signature_names(interpreter: Any) -> tuple[dict[int, str], dict[int, str]]:
@@ -227,7 +233,8 @@ class TFLMRuntime(_RuntimeBase):
     module = "tflite_micro.python.tflite_micro.runtime"
     dist = "tflite-micro"
 
-    def __init__(self, model: bytes, arena_size: int | None = None, num_threads: int = 1) -> None:
+    def __init__(self, model: bytes, arena_size: int | None = None, num_threads: int = 1,
+                 preserve_all_tensors: bool = False) -> None:
         # num_threads is accepted so every runtime opens the same way; TFLM runs on one thread.
         del num_threads
         try:
@@ -236,7 +243,10 @@ class TFLMRuntime(_RuntimeBase):
             raise RuntimeUnavailable("tflm needs the 'tflite-micro' package") from e
         self.version = _dist_version(self.dist)
         self.arena_size = arena_size or default_tflm_arena(len(model))
-        self.interpreter = tflm.Interpreter.from_bytes(bytes(model), arena_size=self.arena_size)
+        config = (tflm.InterpreterConfig.kPreserveAllTensors if preserve_all_tensors
+                  else tflm.InterpreterConfig.kAllocationRecording)
+        self.interpreter = tflm.Interpreter.from_bytes(bytes(model), arena_size=self.arena_size,
+                                                       intrepreter_config=config)
         n_in, n_out = _count_io(self.interpreter)
         self._inputs = [spec_from_details(self.interpreter.get_input_details(i), f"input_{i}")
                         for i in range(n_in)]
@@ -252,6 +262,10 @@ class TFLMRuntime(_RuntimeBase):
 
     def read_outputs(self) -> list[np.ndarray]:
         return [np.array(self.interpreter.get_output(i)) for i in range(len(self._outputs))]
+
+    def tensor(self, index: int) -> np.ndarray:
+        """Tensor `index` of subgraph 0 after invoke (needs preserve_all_tensors)."""
+        return np.array(self.interpreter.GetTensor(index, 0)["tensor_data"])
 
 
 def default_tflm_arena(model_size: int) -> int:

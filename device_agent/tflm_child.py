@@ -2,8 +2,9 @@
 interpreter (measured: far-too-small arenas), and that must not take the caller down.
 
 Usage as a program: python -m device_agent.tflm_child WORKDIR
-WORKDIR holds model.tflite, inputs.npz (keys in_<i>, leading axis = samples) and arena.txt;
-the child writes outputs.npz (keys out_<i>) or error.txt.
+WORKDIR holds model.tflite, inputs.npz (keys in_<i>, leading axis = samples) and arena.txt,
+optionally tensors.txt (tensor indices to capture after each invoke); the child writes
+outputs.npz (keys out_<i>), tensors.npz (keys t_<index>) or error.txt.
 """
 
 from __future__ import annotations
@@ -26,15 +27,21 @@ class TFLMRun:
     outputs: list[np.ndarray] = field(default_factory=list)  # one array per output, samples first
     error: str = ""
     version: str = ""
+    tensors: dict[int, np.ndarray] = field(default_factory=dict)  # index -> (samples, ...)
 
 
 def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: int,
-             timeout_s: float = 120.0) -> TFLMRun:
-    """Invoke `model` in TFLM on every sample (a list of raw input arrays) in a child process."""
+             timeout_s: float = 120.0, capture: Sequence[int] = ()) -> TFLMRun:
+    """Invoke `model` in TFLM on every sample (a list of raw input arrays) in a child process.
+
+    `capture`: tensor indices whose values to return after every invoke (TFLM's
+    kPreserveAllTensors keeps intermediates instead of reusing their arena space)."""
     with tempfile.TemporaryDirectory(prefix="edgeq-tflm-") as tmp:
         work = Path(tmp)
         (work / "model.tflite").write_bytes(bytes(model))
         (work / "arena.txt").write_text(str(int(arena_size)))
+        if capture:
+            (work / "tensors.txt").write_text(" ".join(str(int(i)) for i in capture))
         n_inputs = len(samples[0]) if samples else 0
         np.savez(work / "inputs.npz", **{f"in_{i}": np.stack([s[i] for s in samples])
                                          for i in range(n_inputs)})
@@ -54,12 +61,17 @@ def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: 
             return TFLMRun(False, error=f"TFLM child failed: {_last_line(proc.stderr)}")
         with np.load(work / "outputs.npz") as out:
             outputs = [out[f"out_{i}"] for i in range(len(out.files))]
-        return TFLMRun(True, outputs, version=(work / "version.txt").read_text())
+        tensors = {}
+        if capture:
+            with np.load(work / "tensors.npz") as captured:
+                tensors = {int(k[2:]): captured[k] for k in captured.files}
+        return TFLMRun(True, outputs, version=(work / "version.txt").read_text(), tensors=tensors)
 
 
 def tflm_log_summary(text: str, limit: int = 3) -> str:
     """TFLM's own log (e.g. "Didn't find op for builtin opcode 'GELU'"), on one line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and "Warning:" not in line and not line.lstrip().startswith("warn")]
     return "; ".join(lines[:limit])
 
 
@@ -75,17 +87,26 @@ def _child_main(work: Path) -> int:
     arena = int((work / "arena.txt").read_text())
     with np.load(work / "inputs.npz") as data:
         inputs = [data[f"in_{i}"] for i in range(len(data.files))]
+    capture = [int(i) for i in (work / "tensors.txt").read_text().split()] \
+        if (work / "tensors.txt").exists() else []
+    captured: dict[int, list[np.ndarray]] = {i: [] for i in capture}
     try:
-        runtime = TFLMRuntime(model, arena_size=arena)
+        runtime = TFLMRuntime(model, arena_size=arena, preserve_all_tensors=bool(capture))
         (work / "version.txt").write_text(runtime.version)
         n = len(inputs[0]) if inputs else 1
-        per_sample = [runtime.infer([x[k] for x in inputs]) for k in range(n)]
+        per_sample = []
+        for k in range(n):
+            per_sample.append(runtime.infer([x[k] for x in inputs]))
+            for i in capture:
+                captured[i].append(runtime.tensor(i))
     except Exception as e:  # noqa: BLE001 - reported to the parent as data
         message = " ".join(str(e).split()) or type(e).__name__
         (work / "error.txt").write_text(f"{type(e).__name__}: {message}")
         return 0
     outputs = {f"out_{i}": np.stack([s[i] for s in per_sample]) for i in range(len(per_sample[0]))}
     np.savez(work / "outputs.npz", **outputs)
+    if capture:
+        np.savez(work / "tensors.npz", **{f"t_{i}": np.stack(v) for i, v in captured.items()})
     return 0
 
 

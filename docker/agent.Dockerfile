@@ -1,6 +1,6 @@
 # edgeq device agent, multi-arch (linux/amd64, linux/arm64):
 #   docker buildx build --platform linux/amd64,linux/arm64 -f docker/agent.Dockerfile -t edgeq-agent .
-# Installs the same `agent` extra as `pip install 'edgeq[agent]'` (no TensorFlow); on arm64 pip
+# Installs the same `agent` extra as `pip install '.[agent]'` (no TensorFlow); on arm64 pip
 # takes ai-edge-litert's aarch64 wheel (the CI runs this very set under QEMU, .ci/arm64-env.sh).
 FROM python:3.11-slim-bookworm
 WORKDIR /src

@@ -20,7 +20,7 @@ from .data import Dataset
 from .fsutil import atomic_output_dir
 from .graph import OpInfo, input_tensor_names
 from .measure import Evaluator, Metric, Point, tensor_sqnr
-from .progress import progress
+from .progress import RunProgress, progress
 from .quantize import Precision
 from .rewrite import Rewritten, load_inputs, rewrite
 from .session import QuantSession
@@ -80,7 +80,7 @@ def _short(op: OpInfo) -> str:
 def upgrade_cost(base: Point, upgraded: Point) -> float:
     """Relative size + latency increase from `base` to `upgraded` (floored: never free)."""
     size = (upgraded.bytes - base.bytes) / base.bytes
-    latency = (upgraded.latency_ms - base.latency_ms) / max(base.latency_ms, 1e-9)
+    latency = upgraded.latency.ratio_to(base.latency) - 1.0  # 0 inside timing noise
     return max(size, 0.0) + max(latency, 0.0) + 1e-3
 
 
@@ -163,8 +163,8 @@ def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> d
                                          "here: choose int8".replace("  ", " ")}
     good = [p for p in points if p.score - int8.score >= RECOVERED_SHARE * gap]
 
-    def ratios(p: Point) -> tuple[float, float]:
-        return p.bytes / int8.bytes, p.latency_ms / max(int8.latency_ms, 1e-9)
+    def ratios(p: Point) -> tuple[float, float]:  # latency 1.0 when inside timing noise
+        return p.bytes / int8.bytes, p.latency.ratio_to(int8.latency)
 
     cheap = [p for p in good if ratios(p)[0] <= SMALL_SIZE and ratios(p)[1] <= SMALL_LATENCY]
     partial = [p for p in cheap if p.int16_ops < int16.int16_ops]
@@ -247,7 +247,7 @@ class Study:
 
 def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: str = "auto",
             calibration: str = "minmax", groups: bool = True, show_progress: bool = True,
-            rewrites: tuple[str, ...] = (), latency_runs: int = 100) -> Study:
+            rewrites: tuple[str, ...] | None = None, latency_runs: int = 100) -> Study:
     """Load (and rewrite), calibrate once, find the int16-capable ops and the candidates."""
     started = time.perf_counter()
     loaded = load_inputs(model_path, calib_path, eval_path, rewrites)
@@ -267,11 +267,16 @@ def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: 
 
 def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
             metric: str = "auto", calibration: str = "minmax", groups: bool = True,
-            show_progress: bool = True, rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
+            show_progress: bool = True, rewrites: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Sensitivity of every candidate both ways, costs, error attribution and a verdict."""
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
                     rewrites)
-    sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
+    bar = RunProgress(2 * len(study.candidates) + 2, "analyze", show_progress)
+    study.evaluator.progress = bar
+    try:
+        sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, False)
+    finally:
+        bar.close()
     attribution = attribute_errors(study.session, study.evaluator.data, sens)
     report = sensitivity_report(study, sens, attribution)
     report["warnings"] = study.warnings
@@ -302,7 +307,7 @@ def rewrite_hints(study: Study, report: dict[str, Any]) -> list[str]:
 
 def write_analysis(out: Path, report: dict[str, Any]) -> None:
     """OUT/sensitivity.json, atomically."""
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, "analyze") as tmp:
         (tmp / "sensitivity.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -21,6 +21,11 @@ from .progress import progress
 
 # litert-quantizer ignores values beyond about the bfloat16 range (e.g. -inf padding constants).
 VALID_RANGE = 3e38
+# Smallest |range| a tensor gets. Kernels quantise the bounds of a fused RELU6 into the output's
+# scale (TFLite kernel_util `Quantize(6.0 / scale)` must fit int32): an int16 tensor spanning
+# less than 6 * 32767 / 2**31 = 9.2e-5 fails to prepare. Seen on an untrained MobileNetV2 whose
+# last blocks carry ~1e-10; the plain converter widens near-empty ranges too.
+MIN_ABS_BOUND = 1e-4
 PERCENTILE_CAP = 100_000  # values kept per tensor for percentile calibration
 
 
@@ -53,8 +58,10 @@ Statistics = dict[str, dict[str, np.ndarray]]
 
 
 def calibrate(tflite: bytes, data: Dataset, method: CalibrationMethod = CalibrationMethod(),
-              show_progress: bool = True) -> Statistics:
-    """Run the float model on every calibration sample; return {tensor name: {min, max}}."""
+              show_progress: bool = True, notes: list[str] | None = None) -> Statistics:
+    """Run the float model on every calibration sample; return {tensor name: {min, max}}.
+
+    `notes` receives one line per tensor whose range had to be changed (never silently)."""
     with captured_output("LiteRT"), LiteRTRuntime(tflite, preserve_all_tensors=True) as rt:
         interp = rt.interpreter
         activations = _activation_indices(interp)
@@ -68,7 +75,10 @@ def calibrate(tflite: bytes, data: Dataset, method: CalibrationMethod = Calibrat
             except ValueError:  # tensors without data (e.g. optional inputs)
                 continue
             collector.add(t["name"], value)
-    return collector.result()
+    stats = collector.result()
+    if notes is not None:
+        notes += collector.notes()
+    return stats
 
 
 def _activation_indices(interp) -> set[int]:  # noqa: ANN001
@@ -86,12 +96,17 @@ class _RangeCollector:
         self.hi: dict[str, float] = {}
         self.values: dict[str, list[np.ndarray]] = {}
         self.ndim: dict[str, int] = {}
+        self.widened: dict[str, tuple[float, float]] = {}
+        self.dropped: dict[str, int] = {}
 
     def add(self, name: str, value: np.ndarray) -> None:
         if value.size == 0 or not np.issubdtype(value.dtype, np.number):
             return
         flat = value.astype(np.float64).ravel()
-        flat = flat[np.abs(flat) < VALID_RANGE]
+        usable = np.abs(flat) < VALID_RANGE
+        if not usable.all():
+            self.dropped[name] = self.dropped.get(name, 0) + int((~usable).sum())
+            flat = flat[usable]
         if flat.size == 0:
             return
         self.ndim[name] = value.ndim
@@ -110,6 +125,28 @@ class _RangeCollector:
                 allv = np.concatenate(self.values[name])
                 lo, hi = (float(np.percentile(allv, 100.0 - self.method.percentile)),
                           float(np.percentile(allv, self.method.percentile)))
+            if max(abs(lo), abs(hi)) < MIN_ABS_BOUND:
+                self.widened[name] = (lo, hi)
+                lo, hi = _widen(lo, hi)
             shape = (1,) * max(self.ndim[name], 1)
             stats[name] = {"min": np.full(shape, lo, np.float32), "max": np.full(shape, hi, np.float32)}
         return stats
+
+    def notes(self) -> list[str]:
+        """What was changed or left out, by tensor name."""
+        lines = [f"calibration: tensor '{name}' spans only [{lo:.3g}, {hi:.3g}]; widened to "
+                 f"[{_widen(lo, hi)[0]:g}, {_widen(lo, hi)[1]:g}] so its kernels can prepare"
+                 for name, (lo, hi) in self.widened.items()]
+        lines += [f"calibration: tensor '{name}' has {n} values of magnitude >= {VALID_RANGE:g} "
+                  "(e.g. a float32-min mask); they are left out of its range"
+                  for name, n in self.dropped.items()]
+        return lines
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    """A range of at least MIN_ABS_BOUND in magnitude that keeps the sign of the values."""
+    if lo >= 0:
+        return lo, MIN_ABS_BOUND
+    if hi <= 0:
+        return -MIN_ABS_BOUND, hi
+    return -MIN_ABS_BOUND, MIN_ABS_BOUND

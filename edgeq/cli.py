@@ -45,22 +45,31 @@ def cli(verbose: int) -> None:
 @click.option("--calibration", default="minmax", show_default=True,
               help="Range estimate: minmax (absolute) or percentile:P (e.g. percentile:99.99).")
 @click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
-              help="Equivalent-graph rewrite, proved on float outputs: neg, squared-difference, "
-                   "preprocessing (move input normalisation out into preprocessing.json), or all.")
+              help="Equivalent-graph rewrite, proved on float outputs: neg and squared-difference "
+                   "(on by default), preprocessing (move input normalisation out into "
+                   "preprocessing.json: the model then takes normalised inputs), or all.")
+@click.option("--no-rewrite", is_flag=True,
+              help="Leave the graph as it is (no default neg / squared-difference rewrites).")
 @click.option("--strict", is_flag=True,
-              help="Exit 1 if any op is not integer-only or TFLite Micro cannot run the model.")
+              help="Exit 1 if any op is not integer-only, or TFLite Micro cannot run the model "
+                   "or differs from LiteRT beyond --tolerance.")
+@click.option("--tolerance", type=click.IntRange(0),
+              help="LSB TFLite Micro may differ from LiteRT (default: 2 int8, 32 int16 outputs).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
 def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str | None,
             int16: tuple[str, ...], plan: Path | None, calibration: str,
-            rewrites: tuple[str, ...], strict: bool, as_json: bool) -> None:
+            rewrites: tuple[str, ...], no_rewrite: bool, strict: bool, tolerance: int | None,
+            as_json: bool) -> None:
     """Quantise MODEL (.keras/.h5, SavedModel dir or float .tflite) to a full-integer .tflite."""
     from .convert import ConvertConfig
     from .convert import convert as run_convert
+    from .rewrite import chosen_rewrites
     from .summary import convert_summary
 
     cfg = ConvertConfig(model=model, out=out, calib=calib, eval=eval_, mode=mode, int16=int16,
-                        plan=plan, strict=strict, calibration=calibration, rewrites=rewrites,
-                        show_progress=not as_json)
+                        plan=plan, strict=strict, calibration=calibration,
+                        rewrites=chosen_rewrites(rewrites, no_rewrite),
+                        show_progress=not as_json, tolerance=tolerance)
     result = run_convert(cfg)
     click.echo(json.dumps(result.report, indent=2) if as_json else convert_summary(result.report))
     if not as_json:
@@ -84,6 +93,7 @@ def _study_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared b
                      help="Only single ops as candidates (no layer/block groups)."),
         click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
                      help="Equivalent-graph rewrites first (see convert --help)."),
+        click.option("--no-rewrite", is_flag=True, help="No default rewrites."),
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead."),
     ]):
         fn = option(fn)
@@ -95,13 +105,17 @@ def _study_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared b
 @click.option("--eval", "eval_", type=click.Path(path_type=Path),
               help="Evaluation .npz (inputs + optional y); default: the calibration data.")
 def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
-            rewrites: tuple[str, ...], as_json: bool, eval_: Path | None) -> None:
+            rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path | None) -> None:
     """Per-op and per-group int16 sensitivity (both ways), costs and error attribution."""
     from .analyze import analysis_summary, write_analysis
     from .analyze import analyze as run_analyze
+    from .fsutil import check_output_dir
+
+    check_output_dir(out)
+    from .rewrite import chosen_rewrites
 
     report = run_analyze(model, calib, eval_, metric, calibration, not no_groups, not as_json,
-                         rewrites)
+                         chosen_rewrites(rewrites, no_rewrite))
     write_analysis(out, report)
     click.echo(json.dumps(report, indent=2) if as_json else analysis_summary(report))
     if not as_json:
@@ -114,7 +128,7 @@ def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, 
               help="Evaluation .npz (inputs + optional y).")
 @click.option("--max-drop", type=float,
               help="Allowed metric drop from all-int16x8 (accuracy points, dB, or RMSE). "
-                   "Default: 0.5 points / 1 dB / 1%% of RMSE.")
+                   "Default: 0.5 points / 1 dB / 1% of RMSE.")
 @click.option("--max-bytes", type=int, help="Best point no larger than this many bytes.")
 @click.option("--max-latency-ms", type=float, help="Best point no slower than this (LiteRT).")
 @click.option("--cost", type=click.Choice(["bytes", "latency"]), default="bytes",
@@ -122,24 +136,60 @@ def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, 
 @click.option("--reuse", type=click.Path(path_type=Path),
               help="A previous plan.json: start from it and re-examine only changed ops.")
 def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
-           rewrites: tuple[str, ...], as_json: bool, eval_: Path, max_drop: float | None, max_bytes: int | None,
-           max_latency_ms: float | None, cost: str, reuse: Path | None) -> None:
+           rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path,
+           max_drop: float | None, max_bytes: int | None, max_latency_ms: float | None, cost: str,
+           reuse: Path | None) -> None:
     """Pareto search over int16 plans; writes the plan and model at the chosen point.
 
     Exit 0 when a point meets the constraint, 1 when none does (the best is named)."""
+    from .fsutil import check_output_dir
+    from .rewrite import chosen_rewrites
     from .search import Constraint, search_summary, write_search
     from .search import search as run_search
 
+    check_output_dir(out)
     constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
                                          "latency_ms" if cost == "latency" else "bytes")
     result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
-                        reuse, not as_json, rewrites)
+                        reuse, not as_json, chosen_rewrites(rewrites, no_rewrite))
     write_search(out, result)
     click.echo(json.dumps(result.report, indent=2) if as_json else search_summary(result))
     if not as_json:
         written = "pareto.json/csv/png" + (", plan.json, model.tflite" if result.plan else "")
         click.echo(f"\nwrote {out}/: {written}")
     sys.exit(result.exit_code)
+
+
+@cli.command("compare")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--eval", "eval_", required=True, type=click.Path(path_type=Path),
+              help="Evaluation .npz (inputs + optional y), as for convert.")
+@click.option("--runtimes", default="litert-builtin,litert,litert-ref,tflm", show_default=True,
+              help="Comma-separated, first = reference: litert (XNNPACK), litert-builtin, "
+                   "litert-ref (reference kernels), tflm (TFLite Micro).")
+@click.option("--float", "float_model", type=click.Path(path_type=Path),
+              help="The float model (.keras/.h5/SavedModel/.tflite): SQNR vs float per runtime.")
+@click.option("--samples", type=click.IntRange(1, 10_000), default=16, show_default=True)
+@click.option("--tolerance", type=click.IntRange(0), help="LSB accepted between runtimes "
+              "(default: 2 for int8 outputs, 32 for int16).")
+@click.option("--no-per-op", is_flag=True, help="Compare final outputs only (faster).")
+@click.option("--preprocessing", type=click.Path(path_type=Path),
+              help="Preprocessing contract (default: preprocessing.json beside MODEL, if any).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_cmd(model: Path, eval_: Path, runtimes: str, float_model: Path | None, samples: int,
+                tolerance: int | None, no_per_op: bool, preprocessing: Path | None,
+                as_json: bool) -> None:
+    """Run a quantised MODEL in several runtimes; name the first op where they part.
+
+    Exit 0 every runtime within tolerance of the first; 1 one differs or fails; 2 bad input."""
+    from .compare import CompareConfig, compare_model, parse_runtimes
+    from .summary import compare_summary
+
+    comparison = compare_model(CompareConfig(model, eval_, parse_runtimes(runtimes), float_model,
+                                             samples, tolerance, not no_per_op, preprocessing))
+    click.echo(json.dumps(comparison.to_dict(), indent=2) if as_json
+               else compare_summary(comparison, str(model)))
+    sys.exit(0 if comparison.ok else 1)
 
 
 @cli.group()
@@ -162,16 +212,18 @@ def export() -> None:
               help="Preprocessing contract (default: preprocessing.json beside MODEL, if any).")
 @click.option("--no-verify", is_flag=True,
               help="Skip compiling the sources and re-running the compiled bytes in TFLM.")
+@click.option("--tolerance", type=click.IntRange(0),
+              help="LSB TFLite Micro may differ from LiteRT (default: 2 int8, 32 int16 outputs).")
 @click.option("--json", "as_json", is_flag=True, help="Print manifest.json.")
 def export_micro(model: Path, out: Path, name: str, target: str, golden: Path | None,
                  golden_samples: int, section: str | None, preprocessing: Path | None,
-                 no_verify: bool, as_json: bool) -> None:
+                 no_verify: bool, tolerance: int | None, as_json: bool) -> None:
     """C arrays for TensorFlow Lite Micro: exact op resolver, measured arena, model hash."""
     from .micro import MicroConfig
     from .micro import export_micro as run_export
 
     manifest = run_export(MicroConfig(model, out, name, target, golden, section, preprocessing,
-                                      golden_samples, not no_verify))
+                                      golden_samples, not no_verify, tolerance))
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -451,8 +503,15 @@ def reports_cmd(db: Path, device: str | None, as_json: bool, as_csv: bool,
             click.echo(f"\nwrote {plot}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: temp outputs are removed, OUT stays as it was
+
+
 def main() -> None:
     """Entry point: EdgeqError -> one line on stderr and exit 2."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         cli.main(standalone_mode=False)
     except EdgeqError as e:

@@ -16,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.tflm_child import run_tflm
 from device_agent.runtimes import default_tflm_arena
 
 from . import __version__
 from .calibrate import CalibrationMethod
+from .compare import compare_runtimes
 from .errors import InputError
 from .evaluate import Outputs, compare, run_model
-from .fsutil import atomic_output_dir
+from .fsutil import atomic_output_dir, check_output_dir
+from .graph import read_ops
+from .measure import measure_latency, raw_sample, requantize_ops
 from .load import FloatModel
 from .opspec import select_ops
 from .plan import Plan, plan_indices
@@ -49,8 +51,9 @@ class ConvertConfig:
     plan: Path | None = None
     strict: bool = False
     calibration: str = "minmax"
-    rewrites: tuple[str, ...] = ()
+    rewrites: tuple[str, ...] | None = None  # None: the exact defaults, or the plan's rewrites
     show_progress: bool = True
+    tolerance: int | None = None  # TFLM vs LiteRT, LSB (default: by output dtype)
 
     def resolved_mode(self) -> str:
         if self.mode is None:
@@ -59,6 +62,9 @@ class ConvertConfig:
             raise InputError(f"unknown mode '{self.mode}'; expected one of {', '.join(MODES)}")
         if self.mode != "mixed" and (self.int16 or self.plan):
             raise InputError(f"--int16/--plan choose ops for --mode mixed, not --mode {self.mode}")
+        if self.mode == "mixed" and not (self.int16 or self.plan):
+            raise InputError("--mode mixed needs the ops to put in int16: --int16 OPSPEC (an op "
+                             "type such as SOFTMAX, or a regex on op names) or --plan plan.json")
         return self.mode
 
 
@@ -80,10 +86,11 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     """Run the whole conversion; writes OUT only if every step succeeded."""
     started = time.perf_counter()
     mode = cfg.resolved_mode()
+    if cfg.out is not None:
+        check_output_dir(cfg.out)  # before any work: never after minutes of it
     method = CalibrationMethod.parse(cfg.calibration)
     plan_in = Plan.load(cfg.plan) if cfg.plan else None
-    loaded = load_inputs(cfg.model, cfg.calib, cfg.eval,
-                         cfg.rewrites + (plan_in.rewrites if plan_in else ()))
+    loaded = load_inputs(cfg.model, cfg.calib, cfg.eval, _rewrites(cfg, plan_in))
     model, calib, evald = loaded.model, loaded.calib, loaded.eval
     log.info("loaded %s (%s): %d inputs, %d outputs, float %d bytes", model.source, model.kind,
              len(model.inputs), len(model.outputs), len(model.tflite))
@@ -93,6 +100,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     wanted, default = resolve_precisions(session, mode, requested)
     default = plan_default or default
     allowed, warnings = session.supported_int16(wanted)
+    warnings = session.calibration_notes + warnings
     t0 = time.perf_counter()
     quantized = session.quantize(allowed, default)
     quantize_s = time.perf_counter() - t0
@@ -110,11 +118,18 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     evaluate_s = time.perf_counter() - t0
     log.info("evaluated on %d %s samples in %.2f s: min output SQNR %.2f dB", len(data),
              metrics["data"], evaluate_s, metrics["sqnr_db"])
-    tflm = tflm_check(quantized.tflite, quant_out)
+    tflm = tflm_check(quantized.tflite, quant_out, float_out, data.y, cfg.tolerance)
     log.info("TFLite Micro: %s", "runs" if tflm["runs"] else f"fails ({tflm.get('error')})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
                         _plan_metrics(metrics), default.value, loaded.rewritten.names)
+    if mode == "mixed":
+        versus = against_int16x8(session, quantized, data.sample(0))
+        if versus["loses"]:
+            warnings.append(versus["text"])
+            log.warning(versus["text"])
     report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings)
+    if mode == "mixed":
+        report["mixed_vs_int16x8"] = versus
     report["rewrites"] = loaded.rewritten.to_dict()
     report["timing_s"] = {"calibrate": round(session.calibration_s, 3),
                           "quantize": round(quantize_s, 3), "evaluate": round(evaluate_s, 3),
@@ -125,6 +140,13 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     if cfg.out is not None:
         write_outputs(cfg.out, result)
     return result
+
+
+def _rewrites(cfg: ConvertConfig, plan: Plan | None) -> tuple[str, ...] | None:
+    """A plan reproduces its model: its own rewrites, plus any the user adds."""
+    if plan is None:
+        return cfg.rewrites
+    return (cfg.rewrites or ()) + plan.rewrites
 
 
 def _requested_int16(cfg: ConvertConfig, session: QuantSession,
@@ -143,22 +165,58 @@ def _plan_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tflm_check(tflite: bytes, quant_out: Outputs) -> dict[str, Any]:
-    """Invoke the model in the real TFLM interpreter and compare with LiteRT in LSB."""
+def against_int16x8(session: QuantSession, mixed: Quantized, float_sample: list[np.ndarray],
+                    runs: int = 100) -> dict[str, Any]:
+    """Size and latency of a mixed plan against all-int16x8: every int8<->int16 boundary adds a
+    QUANTIZE op, and a plan with many of them can be bigger and slower than int16 everywhere."""
+    wanted, default = resolve_precisions(session, "int16x8", set())
+    allowed, _ = session.supported_int16(wanted)
+    full = session.quantize(allowed, default)
+    ours = measure_latency(mixed.tflite, raw_sample(mixed.tflite, float_sample), runs)
+    theirs = measure_latency(full.tflite, raw_sample(full.tflite, float_sample), runs)
+    boundaries = requantize_ops(read_ops(mixed.tflite))
+    faster = ours.ratio_to(theirs) < 1.0
+    loses = len(mixed.tflite) >= len(full.tflite) and not faster
+    text = (f"this mixed plan ({len(mixed.int16_ops())} int16 ops, {boundaries} int8<->int16 "
+            f"QUANTIZE boundaries) is {len(mixed.tflite):,} bytes and {ours.median_ms:.4f} ms "
+            f"against all-int16x8's {len(full.tflite):,} bytes and {theirs.median_ms:.4f} ms "
+            f"(LiteRT, 1 thread): " + ("bigger and no faster: use --mode int16x8 instead" if loses
+                                       else "smaller" if len(mixed.tflite) < len(full.tflite)
+                                       else "bigger but faster"))
+    return {"requantize_ops": boundaries, "bytes": len(mixed.tflite),
+            "int16x8_bytes": len(full.tflite), "latency_ms": list((ours.median_ms, *ours.spread)),
+            "int16x8_latency_ms": list((theirs.median_ms, *theirs.spread)), "loses": loses,
+            "text": text}
+
+
+def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = None,
+               y: np.ndarray | None = None, tolerance: int | None = None) -> dict[str, Any]:
+    """Invoke the model in the real TFLM interpreter and compare with LiteRT in LSB (and with the
+    float model); beyond tolerance, compare every op to name the one where they part."""
     samples = quant_out.raw_inputs[:TFLM_CHECK_SAMPLES]
-    run = run_tflm(tflite, samples, default_tflm_arena(len(tflite)))
-    result: dict[str, Any] = {"runs": run.ok, "samples": len(samples),
-                              "arena_bytes": default_tflm_arena(len(tflite)), "version": run.version}
-    if not run.ok:
-        result["error"] = run.error
+    raw = [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))] if samples else []
+    floats = [v[: len(samples)] for v in float_out.values] if float_out else None
+    labels = y[: len(samples)] if y is not None else None
+    comparison = compare_runtimes(tflite, raw, ("litert-builtin", "tflm"), False, tolerance,
+                                  floats, labels)
+    if not comparison.ok and not comparison.result("tflm").error:
+        comparison = compare_runtimes(tflite, raw, ("litert-builtin", "tflm"), True, tolerance,
+                                      floats, labels)
+    litert, tflm = comparison.reference, comparison.result("tflm")
+    result: dict[str, Any] = {"runs": not tflm.error, "samples": len(samples),
+                              "arena_bytes": default_tflm_arena(len(tflite)),
+                              "version": tflm.version, "tolerance_lsb": comparison.tolerance_lsb}
+    if tflm.error:
+        result["error"] = tflm.error
         return result
-    diffs = []
-    for tflm_out, litert_raw in zip(run.outputs, quant_out.raw):
-        reference = litert_raw[: len(samples)].astype(np.int64)
-        got = tflm_out.reshape(reference.shape).astype(np.int64)
-        diffs.append(int(np.max(np.abs(got - reference))) if reference.size else 0)
-    result["max_abs_diff_lsb"] = max(diffs) if diffs else 0
-    result["max_abs_diff_lsb_per_output"] = diffs
+    result.update({
+        "max_abs_diff_lsb": max(tflm.max_diff_lsb, default=0),
+        "max_abs_diff_lsb_per_output": list(tflm.max_diff_lsb),
+        "within_tolerance": tflm.ok,
+        "sqnr_db_vs_float": {"litert": min(litert.sqnr_db, default=None),
+                             "tflm": min(tflm.sqnr_db, default=None)} if floats else None,
+        "first_divergence": tflm.divergence.to_dict() if tflm.divergence else None,
+        "diagnostics": list(comparison.diagnostics)})
     return result
 
 
@@ -192,7 +250,9 @@ def build_report(mode: str, method: CalibrationMethod, model: FloatModel,
                       for o in graph if not o.integer],
         "summary": {"ops": len(graph), "integer_ops": integer,
                     "integer_coverage_pct": round(100.0 * integer / max(len(graph), 1), 2),
-                    "int16_ops": len(quantized.int16_ops()), "by_type": by_type},
+                    "int16_ops": len(quantized.int16_ops()),
+                    "requantize_ops": requantize_ops(read_ops(quantized.tflite)),
+                    "by_type": by_type},
         "metrics": metrics,
         "tflm": tflm,
         "warnings": warnings,
@@ -203,14 +263,20 @@ def strict_problems(report: dict[str, Any]) -> list[str]:
     """What --strict rejects: any op that is not integer-only, or a model TFLM cannot run."""
     problems = [f"{o['op']} '{o['name']}' (node {o['index']}) is not integer-only: {o['reason']}"
                 for o in report["float_ops"]]
-    if not report["tflm"]["runs"]:
-        problems.append(f"TFLite Micro cannot run the model: {report['tflm'].get('error', '')}")
+    tflm = report["tflm"]
+    if not tflm["runs"]:
+        problems.append(f"TFLite Micro cannot run the model: {tflm.get('error', '')}")
+    elif not tflm["within_tolerance"]:
+        where = tflm["first_divergence"]
+        problems.append(f"TFLite Micro differs from LiteRT by {tflm['max_abs_diff_lsb']} LSB "
+                        f"(tolerance {tflm['tolerance_lsb']})" + (
+                            f", first at op {where['op_index']} {where['op']}" if where else ""))
     return problems
 
 
 def write_outputs(out: Path, result: ConvertResult) -> None:
     """OUT/model.tflite, OUT/report.json, OUT/plan.json — all or nothing."""
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, "convert") as tmp:
         (tmp / "model.tflite").write_bytes(result.tflite)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
         (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from device_agent.runtimes import TensorSpec
 
 from .errors import InputError
 
+log = logging.getLogger("edgeq")
 LABEL_KEY = "y"
 
 
@@ -117,3 +119,36 @@ def _labels(path: Path, arrays: dict[str, np.ndarray], n: int) -> np.ndarray | N
         raise InputError(f"{path}: '{LABEL_KEY}' has dtype {y.dtype}; expected int class labels "
                          "or float regression targets")
     return y
+
+
+def labels_for(data: Dataset, output: TensorSpec) -> Dataset:
+    """Check `y` against the model's first output: one-hot float rows become class indices;
+    class labels must lie in 0..C-1 for an output of C scores.
+
+    Raises:
+        InputError: naming the label range and the output's class count.
+    """
+    y = data.y
+    if y is None or len(y) == 0:
+        return data
+    classes = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
+    if np.issubdtype(y.dtype, np.floating) and _is_one_hot(y, classes):
+        log.info("%s: y holds one-hot rows of %d classes; scoring accuracy on their indices",
+                 data.source, classes)
+        return Dataset(data.inputs, y.reshape(len(y), -1).argmax(axis=1), data.source)
+    if np.issubdtype(y.dtype, np.integer):
+        if y.ndim > 1 and int(np.prod(y.shape[1:])) != 1:
+            raise InputError(f"{data.source}: integer 'y' has shape {y.shape}; expected one class "
+                             "index per sample (N,), or one-hot float rows")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= classes:
+            raise InputError(f"{data.source}: labels 'y' span {lo}..{hi} but output "
+                             f"'{output.name}' has {classes} class score(s), so labels must lie in "
+                             f"0..{classes - 1}; for regression targets store y as float")
+    return data
+
+
+def _is_one_hot(y: np.ndarray, classes: int) -> bool:
+    rows = y.reshape(len(y), -1)
+    return (classes > 1 and rows.shape[1] == classes and bool(np.all((rows == 0) | (rows == 1)))
+            and bool(np.all(rows.sum(axis=1) == 1)))

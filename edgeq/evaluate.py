@@ -14,7 +14,9 @@ from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime, TensorSpec, dequantize, quantize
 
 from .capture import captured_output
-from .data import Dataset, load_dataset
+from .data import Dataset, labels_for, load_dataset
+from .errors import ModelError
+from .flatbuffer import explain_node
 from .progress import progress
 
 
@@ -29,9 +31,19 @@ class Outputs:
 
 def run_model(tflite: bytes, data: Dataset, show_progress: bool = False,
               label: str = "evaluating") -> Outputs:
-    """Quantise inputs as the model expects, invoke LiteRT per sample, dequantise outputs."""
-    with captured_output("LiteRT"):
-        rt = LiteRTRuntime(tflite)
+    """Quantise inputs as the model expects, invoke LiteRT per sample, dequantise outputs.
+
+    Raises:
+        ModelError: LiteRT cannot prepare or invoke the model (one line naming the op)."""
+    try:
+        with captured_output("LiteRT"):
+            rt = LiteRTRuntime(tflite)
+        return _run(rt, data, show_progress, label)
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"the {label} does not run in LiteRT: {explain_node(tflite, str(e))}") from e
+
+
+def _run(rt: LiteRTRuntime, data: Dataset, show_progress: bool, label: str) -> Outputs:
     with rt:
         in_specs, out_specs = rt.inputs(), rt.outputs()
         raw_inputs, raw_outputs = [], []
@@ -78,7 +90,7 @@ def quantized_reference(tflite: bytes, data_path: Path, contracts: dict[str, Con
         inputs, outputs = rt.inputs(), rt.outputs()
         as_float = tuple(dataclasses.replace(s, dtype="float32") if s.quantized else s
                          for s in inputs)
-        data = load_dataset(data_path, as_float, labels=True)
+        data = labels_for(load_dataset(data_path, as_float, labels=True), outputs[0])
         data = data.head(limit) if limit else data
         raw_in: list[list[np.ndarray]] = [[] for _ in inputs]
         raw_out: list[list[np.ndarray]] = [[] for _ in outputs]

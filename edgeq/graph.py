@@ -107,3 +107,15 @@ def input_tensor_names(tflite: bytes) -> list[str]:
     """Tensor names of the graph inputs (calibration statistics are keyed by these)."""
     with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
         return [d["name"] for d in rt.interpreter.get_input_details()]
+
+
+def not_integer_note(tflite: bytes) -> str:
+    """'' for a full-integer model; else a warning naming its float ops and float I/O (a float
+    model on a device is legal, but rarely what the user meant to ship)."""
+    float_ops = sorted({op.op for op in read_ops(tflite) if op.activation_dtype == "float32"})
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        float_io = [s.name for s in rt.inputs() + rt.outputs() if s.dtype == "float32"]
+    if not float_ops and not float_io:
+        return ""
+    return (f"the model is not full-integer (float32 ops: {', '.join(float_ops) or 'none'}; float "
+            f"I/O: {', '.join(float_io) or 'none'}); did you mean the model.tflite of `edgeq convert`?")

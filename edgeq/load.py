@@ -11,9 +11,9 @@ from device_agent.runtimes import LiteRTRuntime, TensorSpec
 
 from .capture import captured_output
 from .errors import InputError, ModelError
+from .flatbuffer import TFLITE_MAGIC, pack_tree, read_tree
 
 log = logging.getLogger("edgeq")
-TFLITE_MAGIC = b"TFL3"
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -46,11 +46,29 @@ def load_model(path: str | Path) -> FloatModel:
     elif path.suffix.lower() == ".tflite":
         kind, tflite = "tflite", _read_float_tflite(path)
     elif path.suffix.lower() in KERAS_SUFFIXES:
+        _check_keras_file(path)
         kind, tflite = "keras", _run_converter(path, tf_converter(path))
     else:
         raise InputError(f"{path}: unknown model type '{path.suffix}'; expected .keras, .h5, "
                          ".tflite or a SavedModel directory")
     return _describe(tflite, str(path), kind)
+
+
+_KERAS_MAGIC = {".keras": (b"PK\x03\x04", "a zip archive"),
+                ".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+                ".hdf5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file")}
+
+
+def _check_keras_file(path: Path) -> None:
+    """A .keras file is a zip archive and an .h5 file HDF5: say so before Keras says 'not found'."""
+    if not path.is_file():
+        raise InputError(f"{path} is not a file; expected a {path.suffix} model file")
+    magic, kind = _KERAS_MAGIC[path.suffix.lower()]
+    with open(path, "rb") as f:
+        head = f.read(len(magic))
+    if head != magic:
+        raise InputError(f"{path}: not a Keras {path.suffix} model (expected {kind}, the file "
+                         f"starts with {head[:8]!r}); save it with model.save('{path.name}')")
 
 
 def from_tflite_bytes(tflite: bytes, source: str = "<bytes>") -> FloatModel:
@@ -168,14 +186,17 @@ def _check_float_tflite(data: bytes, source: str) -> bytes:
     if quantized:
         raise InputError(f"{source}: model is already quantised (I/O {', '.join(quantized)}); "
                          "give edgeq the float model")
+    from .rewrite import float16_weights_to_float32
+
+    data, converted = float16_weights_to_float32(data)
+    if converted:
+        log.info("%s: %d float16 weight tensors read as float32", source, converted)
     return _fix_batch(data, source)
 
 
 def _fix_batch(data: bytes, source: str) -> bytes:
     """Set a dynamic batch dimension (-1) of the graph inputs to 1."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    model = read_tree(data)
     changed = False
     for subgraph in model.subgraphs:
         for index in subgraph.inputs:
@@ -191,16 +212,7 @@ def _fix_batch(data: bytes, source: str) -> bytes:
     if not changed:
         return data
     log.info("fixed the dynamic batch dimension of %s to 1", source)
-    return pack_tflite(model)
-
-
-def pack_tflite(model) -> bytes:  # noqa: ANN001
-    """Serialise a schema object tree (ModelT) back to a .tflite flatbuffer."""
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_MAGIC)
-    return bytes(builder.Output())
+    return pack_tree(model)
 
 
 def _one_line(e: BaseException) -> str:

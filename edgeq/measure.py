@@ -22,11 +22,13 @@ from .data import Dataset
 from .errors import InputError
 from .evaluate import Outputs, compare, run_model
 from .graph import OpInfo, read_ops
+from .progress import RunProgress
 from .quantize import Precision
 from .session import QuantSession
 
 log = logging.getLogger("edgeq")
 METRICS = ("auto", "task", "sqnr")
+LATENCY_BLOCKS = 5
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,19 @@ class Metric:
         """A metric value as a higher-is-better score."""
         return {"accuracy": 100.0 * value, "rmse": -value, "sqnr_db": value}[self.kind]
 
+    def format(self, value: float) -> str:
+        """A metric value in the one unit users see everywhere: accuracy in %, RMSE, dB."""
+        return {"accuracy": f"{100.0 * value:.2f}%", "rmse": f"RMSE {value:.4g}",
+                "sqnr_db": f"{value:.2f} dB"}[self.kind]
+
+    @property
+    def column(self) -> str:
+        """Table header for the metric's values (as `format` prints them)."""
+        return {"accuracy": "accuracy", "rmse": "RMSE", "sqnr_db": "SQNR"}[self.kind]
+
     @property
     def axis_label(self) -> str:
-        return {"accuracy": "accuracy (points)", "rmse": "-RMSE",
+        return {"accuracy": "accuracy (%)", "rmse": "-RMSE",
                 "sqnr_db": "output SQNR vs float (dB)"}[self.kind]
 
     def default_tolerance(self, reference_score: float) -> float:
@@ -91,13 +103,41 @@ class Point:
     requantize_ops: int  # QUANTIZE ops inside the graph (int8 <-> int16 boundaries)
     activation_bytes: int  # bytes of all op outputs: what the TFLM arena must hold, before reuse
     tflite: bytes = field(repr=False, default=b"")  # kept only for the endpoints
+    latency_spread_ms: tuple[float, float] = (0.0, 0.0)  # lowest and highest block median
+
+    @property
+    def latency(self) -> Latency:
+        low, high = self.latency_spread_ms
+        return Latency(self.latency_ms, low or self.latency_ms, high or self.latency_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "default": self.default, "int16_requested": len(self.int16),
                 "int16_ops": self.int16_ops, "score": self.score, "value": self.value,
                 "sqnr_db": self.sqnr_db, "bytes": self.bytes,
-                "latency_ms": round(self.latency_ms, 5), "requantize_ops": self.requantize_ops,
+                "latency_ms": round(self.latency_ms, 5),
+                "latency_spread_ms": [round(v, 5) for v in self.latency.spread],
+                "requantize_ops": self.requantize_ops,
                 "activation_bytes": self.activation_bytes}
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A latency measured in blocks: the median of the block medians and their spread. Two
+    latencies differ only when their spreads do not overlap (timing on a shared machine)."""
+
+    median_ms: float
+    low_ms: float
+    high_ms: float
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        return self.low_ms, self.high_ms
+
+    def ratio_to(self, base: Latency) -> float:
+        """self / base, or exactly 1.0 when the difference is inside the measurement noise."""
+        if self.low_ms <= base.high_ms and base.low_ms <= self.high_ms:
+            return 1.0
+        return self.median_ms / max(base.median_ms, 1e-9)
 
 
 class Evaluator:
@@ -114,6 +154,7 @@ class Evaluator:
         self.float_metrics = compare(self.reference, self.reference, self.names, data.y)
         self.runs = 0
         self.run_seconds = 0.0
+        self.progress: RunProgress | None = None  # advanced after every run when set
 
     def float_value(self) -> float | None:
         """The float model's metric (None for SQNR, which is infinite against itself)."""
@@ -129,35 +170,59 @@ class Evaluator:
         outputs = run_model(quantized.tflite, self.data)
         metrics = compare(self.reference, outputs, self.names, self.data.y)
         ops = read_ops(quantized.tflite)
+        latency = measure_latency(quantized.tflite, outputs.raw_inputs[0], self.latency_runs)
         point = Point(
             label=label, int16=frozenset(int16), default=default.value,
             score=self.metric.score(metrics), value=self.metric.value(metrics),
             sqnr_db=float(metrics["sqnr_db"]), bytes=len(quantized.tflite),
-            latency_ms=latency_ms(quantized.tflite, outputs.raw_inputs[0], self.latency_runs),
+            latency_ms=latency.median_ms,
             int16_ops=len(quantized.int16_ops()),
-            requantize_ops=sum(1 for op in ops if op.op == "QUANTIZE"),
+            requantize_ops=requantize_ops(ops),
             activation_bytes=_activation_bytes(ops),
-            tflite=quantized.tflite if keep_model else b"")
+            tflite=quantized.tflite if keep_model else b"", latency_spread_ms=latency.spread)
         self.runs += 1
         self.run_seconds += time.perf_counter() - start
+        if self.progress is not None:
+            self.progress.advance(label)
         log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.kind,
                   point.value, point.bytes, point.latency_ms)
         return point
 
 
-def latency_ms(tflite: bytes, raw_sample: list[np.ndarray], runs: int) -> float:
-    """Median LiteRT latency of one inference (1 thread, no XNNPACK), after a warm-up."""
+def raw_sample(tflite: bytes, float_sample: list[np.ndarray]) -> list[np.ndarray]:
+    """A float sample quantised as this model's inputs expect."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        return [quantize(x, s) for x, s in zip(float_sample, rt.inputs())]
+
+
+def requantize_ops(ops: list[OpInfo]) -> int:
+    """QUANTIZE ops inside the graph: the int8 <-> int16 boundaries a mixed plan pays for."""
+    return sum(1 for op in ops if op.op == "QUANTIZE")
+
+
+def measure_latency(tflite: bytes, raw_sample: list[np.ndarray], runs: int,
+                    blocks: int = LATENCY_BLOCKS) -> Latency:
+    """LiteRT latency of one inference (1 thread, no XNNPACK) after a warm-up, timed in
+    `blocks` blocks: a burst of load from elsewhere moves one block, not the median."""
     with captured_output("LiteRT"):
         rt = LiteRTRuntime(tflite, num_threads=1)
     with rt:
         for _ in range(min(10, runs)):
             rt.infer(raw_sample)
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            rt.infer(raw_sample)
-            samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
+        medians = []
+        for _ in range(blocks):
+            samples = []
+            for _ in range(max(runs // blocks, 1)):
+                start = time.perf_counter()
+                rt.infer(raw_sample)
+                samples.append((time.perf_counter() - start) * 1000.0)
+            medians.append(statistics.median(samples))
+    return Latency(statistics.median(medians), min(medians), max(medians))
+
+
+def latency_ms(tflite: bytes, raw_sample: list[np.ndarray], runs: int) -> float:
+    """Median LiteRT latency of one inference (see measure_latency)."""
+    return measure_latency(tflite, raw_sample, runs).median_ms
 
 
 def _activation_bytes(ops: list[OpInfo]) -> int:

@@ -43,29 +43,39 @@ def points_csv(points: Sequence[Point], on_front: dict[str, set[int]]) -> str:
 
 def plot(path: Path, points: Sequence[Point], marks: dict[str, Point], chosen: Point | None,
          metric_label: str, float_score: float | None, title: str) -> None:
-    """pareto.png: metric vs size and vs latency, frontier line, endpoints and chosen point."""
+    """pareto.png: metric vs size and vs latency, frontier line, endpoints and chosen point.
+
+    The chosen point is a ring drawn behind the endpoint markers, so an endpoint that is also
+    the choice stays visible; every marked point carries its name. Without a float score (SQNR
+    mode: the float model is the reference, infinitely far up) a note says so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    styles = {"all-int8": ("s", "tab:blue"), "all-int16x8": ("^", "tab:red")}
     for ax, cost, xlabel in zip(axes, COST_AXES, ("model size (bytes)", "LiteRT latency (ms)")):
         ax.scatter([getattr(p, cost) for p in points], [p.score for p in points], s=14,
-                   color="0.7", label="evaluated plans")
+                   color="0.7", label="evaluated plans", zorder=1)
         front = frontier(points, cost)
         ax.step([getattr(p, cost) for p in front], [p.score for p in front], where="post",
-                color="tab:green", label="Pareto frontier")
-        styles = {"all-int8": ("s", "tab:blue"), "all-int16x8": ("^", "tab:red")}
+                color="tab:green", label="Pareto frontier", zorder=2)
+        if chosen is not None:
+            ax.scatter([getattr(chosen, cost)], [chosen.score], marker="o", s=420,
+                       facecolor="none", edgecolor="goldenrod", linewidth=3,
+                       label=f"chosen: {chosen.label[:30]}", zorder=3)
         for label, p in marks.items():
             marker, color = styles.get(label, ("D", "tab:purple"))
             ax.scatter([getattr(p, cost)], [p.score], marker=marker, s=60, color=color, label=label,
-                       zorder=3)
-        if chosen is not None:
-            ax.scatter([getattr(chosen, cost)], [chosen.score], marker="*", s=220, color="gold",
-                       edgecolor="black", label="chosen", zorder=4)
+                       zorder=4)
+            ax.annotate(label, (getattr(p, cost), p.score), textcoords="offset points",
+                        xytext=(8, -12), fontsize=8, color=color)
         if float_score is not None:
             ax.axhline(float_score, linestyle="--", color="black", linewidth=1, label="float")
+        else:
+            ax.set_title("float model = the reference (SQNR infinite, off the top)", fontsize=8,
+                         loc="left")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric_label)

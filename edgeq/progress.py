@@ -37,3 +37,25 @@ class ByteProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class RunProgress:
+    """One bar over every quantise-and-evaluate run of an analysis or search, with an ETA
+    (tqdm, on a terminal). `advance(label)` after each run shows which plan was just measured."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="run", leave=False, file=sys.stderr,
+                            bar_format="{desc}: {n}/{total} runs [{elapsed}<{remaining}] {postfix}")
+
+    def advance(self, label: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(label[:40], refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

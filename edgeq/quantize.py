@@ -17,6 +17,7 @@ from typing import Any
 from .calibrate import Statistics
 from .capture import captured_output
 from .errors import ModelError
+from .flatbuffer import inline_buffers
 from .graph import OpInfo, graph_ops
 
 RECIPE_SCHEMA_VERSION = 1
@@ -95,7 +96,9 @@ def quantizer_supports(op_type: str, precision: Precision) -> bool:
 
 
 def quantize_model(float_tflite: bytes, recipe: list[dict[str, Any]], stats: Statistics) -> bytes:
-    """Apply `recipe` with edgeq's calibration statistics; returns the quantised flatbuffer."""
+    """Apply `recipe` with edgeq's calibration statistics; returns the quantised flatbuffer with
+    every buffer inline (litert-quantizer moves large ones outside, where TFLite Micro cannot
+    read them: see edgeq.flatbuffer)."""
     from litert_quantizer import quantizer
 
     try:
@@ -104,7 +107,7 @@ def quantize_model(float_tflite: bytes, recipe: list[dict[str, Any]], stats: Sta
             result = q.quantize(stats, enable_progress_bar=False, enable_progress_report=False)
     except Exception as e:  # noqa: BLE001 - the quantizer raises many exception types
         raise ModelError(f"litert-quantizer failed: {' '.join(str(e).split())[:300]}") from e
-    return bytes(result.quantized_model)
+    return inline_buffers(bytes(result.quantized_model))
 
 
 @dataclass(frozen=True)

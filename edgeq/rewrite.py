@@ -23,16 +23,28 @@ from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime
 
 from .capture import captured_output
-from .data import Dataset, load_dataset
+from .data import Dataset, labels_for, load_dataset
 from .errors import InputError, ModelError
-from .load import FloatModel, load_model, pack_tflite
+from .flatbuffer import pack_tree, read_tree
+from .load import FloatModel, load_model
 
 log = logging.getLogger("edgeq")
 REWRITES = ("neg", "squared-difference", "preprocessing")
+# Exact in float and leave the model's inputs as they are: on unless --no-rewrite. `preprocessing`
+# changes what the model takes (a contract travels with it), so it is only done when asked.
+DEFAULT_REWRITES = ("neg", "squared-difference")
 # A rewrite is accepted when float outputs differ by at most this much (relative to their range).
 EQUALITY_TOLERANCE = 1e-5
 PROOF_SAMPLES = 64
 _CONTRACT_OPS = {"SUB": "sub", "ADD": "add", "MUL": "mul", "DIV": "div"}
+
+
+def chosen_rewrites(explicit: tuple[str, ...], no_defaults: bool = False) -> tuple[str, ...] | None:
+    """What --rewrite/--no-rewrite ask for; None when neither was given (the defaults, or the
+    rewrites a given plan was made with)."""
+    if not explicit and not no_defaults:
+        return None
+    return (() if no_defaults else DEFAULT_REWRITES) + tuple(explicit)
 
 
 def parse_rewrites(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -83,7 +95,7 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
         return Rewritten(model)
     from ai_edge_litert import schema_py_generated as schema
 
-    tree = schema.ModelT.InitFromPackedBuf(bytearray(model.tflite), 0)
+    tree = read_tree(model.tflite)
     graph = _Graph(tree, schema)
     applied: list[dict[str, Any]] = []
     contracts: list[Contract] = []
@@ -95,9 +107,11 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
         graph.replace_squared_difference(applied)
     graph.prune()
     if not applied:
-        (log.debug if quiet else log.warning)("rewrites %s: nothing in this model to rewrite", ", ".join(names))
+        asked = quiet or set(names) <= set(DEFAULT_REWRITES)
+        (log.debug if asked else log.warning)("rewrites %s: nothing in this model to rewrite",
+                                              ", ".join(names))
         return Rewritten(model)
-    result = Rewritten(FloatModel(pack_tflite(tree), model.source, model.kind, model.inputs,
+    result = Rewritten(FloatModel(pack_tree(tree), model.source, model.kind, model.inputs,
                                   model.outputs), applied, contracts)
     result.max_abs_diff = _prove_equal(model.tflite, result, proof_data.head(PROOF_SAMPLES))
     for a in applied if not quiet else ():
@@ -125,6 +139,21 @@ def _run_float(tflite: bytes, data: Dataset) -> list[np.ndarray]:
     with rt:
         runs = [rt.infer(data.sample(k)) for k in range(len(data))]
     return [np.concatenate([r[i] for r in runs]).astype(np.float64) for i in range(len(runs[0]))]
+
+
+def float16_weights_to_float32(tflite: bytes) -> tuple[bytes, int]:
+    """A float16 .tflite (weights stored as float16, DEQUANTIZE ops to float32) as the float32
+    model it stands for: each such DEQUANTIZE becomes a float32 constant. Returns the model and
+    how many constants were converted (0: unchanged)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    tree = read_tree(tflite)
+    graph = _Graph(tree, schema)
+    converted = graph.fold_float16_dequantize()
+    if not converted:
+        return tflite, 0
+    graph.prune()
+    return pack_tree(tree), converted
 
 
 class _Graph:
@@ -217,6 +246,26 @@ class _Graph:
         for o in owners:
             o.buffer = bmap[o.buffer]
 
+    def fold_float16_dequantize(self) -> int:
+        """DEQUANTIZE(float16 constant) -> a float32 constant holding the same values."""
+        kept, folded = [], 0
+        for op in self.sg.operators:
+            source = int(op.inputs[0]) if self.op_type(op) == "DEQUANTIZE" else -1
+            tensor = self.sg.tensors[source] if source >= 0 else None
+            data = self.tree.buffers[tensor.buffer].data if tensor is not None else None
+            if tensor is None or tensor.type != self.schema.TensorType.FLOAT16 or data is None \
+                    or len(data) == 0:
+                kept.append(op)
+                continue
+            values = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float16)
+            buf = self.schema.BufferT()
+            buf.data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
+            self.tree.buffers.append(buf)
+            self.sg.tensors[int(op.outputs[0])].buffer = len(self.tree.buffers) - 1
+            folded += 1
+        self.sg.operators = kept
+        return folded
+
     def replace_neg(self, applied: list[dict[str, Any]]) -> None:
         for k, op in enumerate(self.sg.operators):
             if self.op_type(op) == "NEG":
@@ -300,13 +349,15 @@ class Inputs:
 
 
 def load_inputs(model_path: Path, calib_path: Path, eval_path: Path | None,
-                rewrites: tuple[str, ...] = ()) -> Inputs:
-    """Load MODEL and its data, apply `rewrites` (proved equal on the calibration data) and
-    put the data through any preprocessing contract."""
+                rewrites: tuple[str, ...] | None = None) -> Inputs:
+    """Load MODEL and its data, apply `rewrites` (None: DEFAULT_REWRITES; each proved equal on
+    the calibration data) and put the data through any preprocessing contract."""
     original = load_model(model_path)
     calib = load_dataset(calib_path, original.inputs)
     evald = load_dataset(eval_path, original.inputs, labels=True) if eval_path else None
-    done = rewrite(original, parse_rewrites(rewrites), calib)
+    if evald is not None and original.outputs:
+        evald = labels_for(evald, original.outputs[0])
+    done = rewrite(original, parse_rewrites(DEFAULT_REWRITES if rewrites is None else rewrites), calib)
     return Inputs(done.model, done.dataset(calib), done.dataset(evald), done)
 
 

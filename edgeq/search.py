@@ -20,10 +20,10 @@ from .analyze import (Candidate, Study, attribute_errors, measure_sensitivity, p
                       sensitivity_report, upgrade_cost, verdict)
 from .errors import InputError, PlanError
 from .fsutil import atomic_output_dir
-from .measure import Metric, Point
+from .measure import Metric, Point, measure_latency, raw_sample
 from .pareto import frontier, frontier_ids, plot, point_rows, points_csv
 from .plan import Plan, check_plan
-from .progress import progress
+from .progress import RunProgress, progress
 from .quantize import Precision
 from .rewrite import write_contract
 
@@ -72,8 +72,8 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
     if constraint.kind == "max_drop":
         drop = metric.default_tolerance(reference.score) if constraint.limit is None else constraint.limit
         floor = reference.score - drop
-        text = (f"{metric.kind} within {drop:g} {metric.unit} of all-int16x8 "
-                f"(score >= {floor:.4f}), smallest {constraint.cost}").replace("  ", " ")
+        text = (f"{metric.column} within {drop:g} {metric.unit} of all-int16x8 "
+                f"(>= {_score_text(metric, floor)}), smallest {constraint.cost}").replace("  ", " ")
         ok = [p for p in points if p.score >= floor - 1e-9]
         best = max(points, key=lambda p: (p.score, -getattr(p, constraint.cost)))
         chosen = min(ok, key=lambda p: (getattr(p, constraint.cost), -p.score)) if ok else None
@@ -84,6 +84,20 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
     best = min(points, key=lambda p: (getattr(p, cost), -p.score))
     chosen = max(ok, key=lambda p: (p.score, -getattr(p, cost))) if ok else None
     return Choice(chosen, best, text)
+
+
+def _score_text(metric: Metric, score: float) -> str:
+    """A score (higher is better) back in the metric's own unit."""
+    value = {"accuracy": score / 100.0, "rmse": -score, "sqnr_db": score}[metric.kind]
+    return metric.format(value)
+
+
+LABEL_LEGEND = (
+    "all-int8 / all-int16x8: every op int8 / every op that has an int16 kernel int16",
+    "+NAME: all-int8 with NAME (one op, or a group: a layer or block) in int16 (upgrade gain)",
+    "-NAME: all-int16x8 with NAME back in int8 (downgrade loss)",
+    "greedy K: +NAME: all-int8 plus the first K candidates in gain-per-cost order, NAME the K-th",
+)
 
 
 def greedy_points(study: Study, candidates: list[Candidate], order: list[int],
@@ -122,22 +136,27 @@ class SearchResult:
 def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Constraint = Constraint(),
            metric: str = "auto", calibration: str = "minmax", groups: bool = True,
            reuse: Path | None = None, show_progress: bool = True,
-           rewrites: tuple[str, ...] = ()) -> SearchResult:
+           rewrites: tuple[str, ...] | None = None) -> SearchResult:
     """Measure sensitivity, walk the greedy path, keep the frontier, choose a point."""
     old = Plan.load(reuse) if reuse else None
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
-                    rewrites + (old.rewrites if old else ()))
+                    rewrites if old is None else (rewrites or ()) + old.rewrites)
     n = len(study.candidates)
-    if old is None:
-        sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, show_progress)
-        greedy = greedy_points(study, sens.candidates, sens.ranked(), show_progress=show_progress)
-        points = [sens.int8, sens.int16, *sens.upgraded, *sens.downgraded, *greedy]
-        sensitivity = sensitivity_report(
-            study, sens, attribute_errors(study.session, study.evaluator.data, sens))
-        reused = None
-    else:
-        points, reused = _reuse(study, old, show_progress)
-        sensitivity = None
+    refuse_impossible(study, constraint)
+    bar = RunProgress(3 * n + 2 + (1 if old else 0), "search", show_progress)
+    study.evaluator.progress = bar
+    try:
+        if old is None:
+            sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, False)
+            greedy = greedy_points(study, sens.candidates, sens.ranked(), show_progress=False)
+            points = [sens.int8, sens.int16, *sens.upgraded, *sens.downgraded, *greedy]
+            reused = None
+        else:
+            points, reused = _reuse(study, old, False)
+    finally:
+        bar.close()
+    sensitivity = None if old is not None else sensitivity_report(
+        study, sens, attribute_errors(study.session, study.evaluator.data, sens))
     int8, int16 = points[0], points[1]
     choice = choose(points, constraint, int16, study.evaluator.metric)
     result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings, study=study)
@@ -147,6 +166,25 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
     log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n,
              result.report["verdict"]["text"])
     return result
+
+
+def refuse_impossible(study: Study, constraint: Constraint) -> None:
+    """A cap below what the all-int8 model (the smallest and, beyond timing noise, fastest plan
+    edgeq can make) measures can never be met: say so before spending any run on it."""
+    if constraint.kind not in ("max_bytes", "max_latency_ms") or constraint.limit is None:
+        return
+    int8 = study.session.quantize(set())
+    if constraint.kind == "max_bytes" and constraint.limit < len(int8.tflite):
+        raise InputError(f"--max-bytes {constraint.limit:,.0f} is below the all-int8 model's "
+                         f"{len(int8.tflite):,} bytes, the smallest plan edgeq can make; no plan "
+                         "can meet it")
+    if constraint.kind == "max_latency_ms":
+        sample = raw_sample(int8.tflite, study.evaluator.data.sample(0))
+        latency = measure_latency(int8.tflite, sample, study.evaluator.latency_runs)
+        if constraint.limit < latency.low_ms:
+            raise InputError(f"--max-latency-ms {constraint.limit:g} is below the all-int8 model's "
+                             f"{latency.median_ms:.4f} ms (fastest block {latency.low_ms:.4f} ms, "
+                             "LiteRT 1 thread), the fastest plan edgeq can make; no plan can meet it")
 
 
 def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[list[Point], dict[str, Any]]:
@@ -216,6 +254,7 @@ def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice
                      "total": round(time.perf_counter() - study.started, 3)},
         "warnings": study.warnings,
         "rewrites": study.rewritten.to_dict(),
+        "legend": list(LABEL_LEGEND),
     }
 
 
@@ -223,14 +262,14 @@ def write_search(out: Path, result: SearchResult) -> None:
     """OUT/pareto.json, pareto.csv, pareto.png, sensitivity.json, and when the constraint is
     met plan.json + model.tflite at the chosen point — all or nothing."""
     report = result.report
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, "search") as tmp:
         (tmp / "pareto.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "pareto.csv").write_text(points_csv(result.points, frontier_ids(result.points)))
         marks = {p.label: p for p in result.points if p.label in ("all-int8", "all-int16x8")}
         metric, float_value = Metric(report["metric"]), report["float_value"]
         plot(tmp / "pareto.png", result.points, marks, result.choice.chosen, metric.axis_label,
              None if float_value is None else metric.to_score(float_value),
-             f"edgeq search: {report['model']}")
+             _title(report))
         if result.sensitivity is not None:
             (tmp / "sensitivity.json").write_text(json.dumps(result.sensitivity, indent=2) + "\n")
         if result.plan is not None:
@@ -239,17 +278,30 @@ def write_search(out: Path, result: SearchResult) -> None:
             write_contract(tmp, report["rewrites"]["preprocessing"])
 
 
+def _title(report: dict[str, Any]) -> str:
+    rewrites = sorted({a["rewrite"] for a in report["rewrites"]["applied"]})
+    return (f"edgeq search: {Path(report['model']).name}, {report['metric']} on "
+            f"{report['data']['samples']} samples; rewrites: {', '.join(rewrites) or 'none'}")
+
+
 def search_summary(result: SearchResult) -> str:
-    """The frontier as a table, the choice and the verdict."""
+    """The frontier as a table, the choice, the verdict and a legend for the labels."""
     r = result.report
-    lines = [f"edgeq search: {r['model']} ({r['metric']} on {r['data']['samples']} samples)",
+    metric = Metric(r["metric"])
+    lines = [f"edgeq search: {r['model']} ({metric.column} on {r['data']['samples']} samples"
+             + (f", float {metric.format(r['float_value'])}" if r["float_value"] is not None else "")
+             + ")",
              f"{r['runs']} quantise+evaluate runs for {r['candidates']} candidates "
-             f"(budget {r['run_budget']}), {r['timing_s']['total']:.1f} s", "",
-             f"{'point':<52} {'value':>9} {'SQNR dB':>8} {'bytes':>8} {'ms':>8} {'int16':>5}"]
+             f"(budget {r['run_budget']}), {r['timing_s']['total']:.1f} s; latency: LiteRT 1 "
+             "thread, median of 5 blocks +- half their spread", "",
+             f"{'point (frontier by size)':<48} {metric.column:>10} {'SQNR':>9} {'bytes':>8} "
+             f"{'ms':>16} {'int16':>5}"]
     front = set(r["frontier"]["bytes"])
     for p in sorted((p for p in r["points"] if p["label"] in front), key=lambda p: p["bytes"]):
-        lines.append(f"{p['label'][:52]:<52} {p['value']:>9.4f} {p['sqnr_db']:>8.2f} "
-                     f"{p['bytes']:>8,} {p['latency_ms']:>8.4f} {p['int16_ops']:>5}")
+        lo, hi = p["latency_spread_ms"]
+        lines.append(f"{p['label'][:48]:<48} {metric.format(p['value']):>10} "
+                     f"{p['sqnr_db']:>6.2f} dB {p['bytes']:>8,} "
+                     f"{p['latency_ms']:>8.4f}+-{(hi - lo) / 2:.4f} {p['int16_ops']:>5}")
     lines.append("")
     c = r["constraint"]
     if c["met"]:
@@ -257,8 +309,8 @@ def search_summary(result: SearchResult) -> str:
     else:
         b = r["best"]
         lines.append(f"no point meets {c['description']}; best found: {b['label']} "
-                     f"({r['metric']} {b['value']:.4f}, {b['bytes']:,} bytes, {b['latency_ms']:.4f} ms)")
+                     f"({metric.format(b['value'])}, {b['bytes']:,} bytes, {b['latency_ms']:.4f} ms)")
     lines.append(f"verdict: {r['verdict']['text']}")
     lines += [f"warning: {w}" for w in result.warnings]
+    lines += ["", "labels:"] + [f"  {line}" for line in r["legend"]]
     return "\n".join(lines)
-

@@ -43,7 +43,14 @@ class QuantSession:
         self.method = method
         self.ops: list[OpInfo] = read_ops(model.tflite)
         start = time.perf_counter()
-        self.stats: Statistics = calibrate(model.tflite, calib, method, show_progress)
+        self.calibration_notes: list[str] = []
+        self.stats: Statistics = calibrate(model.tflite, calib, method, show_progress,
+                                           self.calibration_notes)
+        for note in self.calibration_notes[:5]:
+            log.warning(note)
+        if len(self.calibration_notes) > 5:
+            log.warning("calibration: %d more tensors changed (report.json lists them)",
+                        len(self.calibration_notes) - 5)
         self.calibration_s = time.perf_counter() - start
         self.kernels = kernels or KernelCache()
         self._baseline: InvokeCheck | None = None

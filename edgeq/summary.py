@@ -20,7 +20,8 @@ def convert_summary(report: dict[str, Any]) -> str:
     s, m = report["summary"], report["model"]
     lines += ["",
               f"integer ops   {s['integer_ops']}/{s['ops']} ({s['integer_coverage_pct']:.1f}%), "
-              f"{s['int16_ops']} in int16",
+              f"{s['int16_ops']} in int16" + (f", {s['requantize_ops']} int8<->int16 QUANTIZE "
+                                              "boundaries" if s.get("requantize_ops") else ""),
               f"size          {m['bytes']:,} bytes (float {m['float_bytes']:,})"]
     for io in report["io"]["inputs"] + report["io"]["outputs"]:
         lines.append(f"  {io['name']:<20} {io['dtype']:<7} {str(io['shape']):<14} "
@@ -28,14 +29,27 @@ def convert_summary(report: dict[str, Any]) -> str:
     lines += _metric_lines(report["metrics"])
     tflm = report["tflm"]
     if tflm["runs"]:
+        verdict = "" if tflm["within_tolerance"] else f" (BEYOND tolerance {tflm['tolerance_lsb']})"
+        sqnr = tflm.get("sqnr_db_vs_float")
         lines.append(f"TFLite Micro  runs; max |diff| vs LiteRT {tflm['max_abs_diff_lsb']} LSB "
-                     f"over {tflm['samples']} samples")
+                     f"over {tflm['samples']} samples{verdict}" + (
+                         f"; on them SQNR vs float {sqnr['tflm']:.2f} dB (LiteRT {sqnr['litert']:.2f})"
+                         if sqnr else ""))
+        where = tflm.get("first_divergence")
+        if where:
+            lines.append(f"              first diverging op {where['op_index']} {where['op']} "
+                         f"'{where['name'].split(';')[0]}': "
+                         + "; ".join(where["hints"] or ["see report.json"]))
+        lines += [f"              {d}" for d in tflm.get("diagnostics", [])]
     else:
         lines.append(f"TFLite Micro  FAILS: {tflm.get('error', '')}")
     for op in report["float_ops"]:
         lines.append(f"float op      {op['op']} (node {op['index']}): {op['reason']}")
     lines += [f"rewrite       {a['rewrite']}: {a['why']}" for a in report["rewrites"]["applied"]]
-    lines += [f"warning       {w}" for w in report["warnings"]]
+    shown = report["warnings"][:8]
+    lines += [f"warning       {w}" for w in shown]
+    if len(report["warnings"]) > len(shown):
+        lines.append(f"warning       ... {len(report['warnings']) - len(shown)} more in report.json")
     if report.get("strict", {}).get("problems"):
         lines += [f"strict        {p}" for p in report["strict"]["problems"]]
     return "\n".join(lines)
@@ -100,3 +114,42 @@ def devices_table(statuses: list[dict[str, Any]]) -> str:
                      f"{(str(rt.get('name')) + ' ' + str(rt.get('version')))[:24]:<24} "
                      f"{str(model.get('name', '-'))[:24]:<24} {str(model.get('sha256', '-'))[:12]:<12}")
     return "\n".join(lines)
+
+
+def compare_summary(comparison: Any, model: str) -> str:
+    """`edgeq compare`: one row per runtime, then the first diverging op of each that parts."""
+    c = comparison.to_dict()
+    lines = [f"edgeq compare: {model}, {c['samples']} samples, reference {c['reference']} "
+             f"(tolerance {c['tolerance_lsb']} LSB)", "",
+             f"{'runtime':<15} {'version':<22} {'max |diff| LSB':>14}  {'SQNR vs float':>13}  task"]
+    for r in c["runtimes"]:
+        if not r["runs"]:
+            lines.append(f"{r['runtime']:<15} {'':<22} FAILS: {r['error']}")
+            continue
+        diff = "reference" if r["runtime"] == c["reference"] else (
+            f"{max(r['max_abs_diff_lsb'], default=0)}" + ("" if r["within_tolerance"] else " (beyond)"))
+        sqnr = f"{min(r['sqnr_db_vs_float']):.2f} dB" if r["sqnr_db_vs_float"] else "-"
+        task = f"{r['task']['metric']} {r['task']['value']:.4f}" if r["task"] else ""
+        lines.append(f"{r['runtime']:<15} {r['version'][:22]:<22} {diff:>14}  {sqnr:>13}  {task}")
+    for r in comparison.others:
+        if r.divergence:
+            lines += ["", *divergence_lines(r.divergence)]
+    lines += [f"note: {d}" for d in c["diagnostics"]]
+    return "\n".join(lines)
+
+
+def divergence_lines(d: Any) -> list[str]:
+    """The diverging op: attributes, every input and output with dtype, scales and |diff|."""
+    lines = [d.line()]
+    if d.options:
+        lines.append("  options  " + " ".join(f"{k}={v}" for k, v in d.options.items()))
+    from .compare import short_name
+
+    lines += [f"  in  {k}  {t.describe()}  '{short_name(t.name)}'" for k, t in enumerate(d.inputs)]
+    for k, t in enumerate(d.outputs):
+        lines.append(f"  out {k}  {t.describe()}  '{short_name(t.name)}'")
+        if t.histogram:
+            lines.append("          share of elements by |diff| LSB: " + ", ".join(
+                f"{b}: {100 * v:.1f}%" for b, v in t.histogram.items()))
+    lines += [f"  why      {h}" for h in d.hints]
+    return lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import bundled
 
@@ -47,3 +48,42 @@ def test_percentile_narrows_ranges(cnn) -> None:
 def test_bad_method_names_what_is_allowed(text: str) -> None:
     with pytest.raises(InputError, match="percentile:P"):
         CalibrationMethod.parse(text)
+
+
+@pytest.fixture(scope="module")
+def degenerate_model(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """Conv + fused ReLU6 whose activations are ~1e-10 (as in an untrained MobileNetV2)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tiny = keras.initializers.RandomUniform(1e-11, 2e-11)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(8, 3, kernel_initializer=tiny), keras.layers.ReLU(6.0),
+        keras.layers.DepthwiseConv2D(3, depthwise_initializer=tiny), keras.layers.ReLU(6.0),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    root = tmp_path_factory.mktemp("degenerate")
+    model.save(root / "m.keras")
+    np.savez(root / "calib.npz", x=np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32))
+    return root / "m.keras", root / "calib.npz"
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_degenerate_ranges_are_widened_and_named(degenerate_model: tuple, mode: str) -> None:
+    from edgeq.convert import ConvertConfig, convert
+
+    model, calib = degenerate_model
+    result = convert(ConvertConfig(model, None, calib, mode=mode, show_progress=False))
+    widened = [w for w in result.report["warnings"] if "widened" in w]
+    assert widened and all("calibration: tensor" in w for w in widened)
+    assert result.report["summary"]["integer_coverage_pct"] == 100.0
+
+
+def test_notes_name_values_left_out_of_a_range() -> None:
+    from edgeq.calibrate import _RangeCollector
+
+    collector = _RangeCollector(CalibrationMethod())
+    collector.add("mask", np.array([0.0, -3.4e38, 1.0], np.float32))
+    stats = collector.result()
+    assert float(stats["mask"]["min"].ravel()[0]) == 0.0
+    assert "mask" in collector.notes()[0] and "left out" in collector.notes()[0]

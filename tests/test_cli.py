@@ -45,7 +45,8 @@ CNN, CALIB, EVAL = bundled("digits_cnn")
 # columns: case id, argv builder (files -> args after OUT), words the one-line error must contain
 BAD_INPUT_CASES = [
     ("missing model", lambda f: ["nope.keras", "--calib", str(CALIB)], ["not found", "nope.keras"]),
-    ("not a model", lambda f: [str(f["not_model"]), "--calib", str(CALIB)], ["not a loadable Keras"]),
+    ("not a model", lambda f: [str(f["not_model"]), "--calib", str(CALIB)],
+     ["not a Keras .keras model", "zip archive"]),
     ("corrupt tflite", lambda f: [str(f["corrupt"]), "--calib", str(CALIB)], ["corrupt.tflite"]),
     ("missing calib", lambda f: [str(CNN), "--calib", "nope.npz"], ["not found", "nope.npz"]),
     ("calib missing key", lambda f: [str(CNN), "--calib", str(f["missing_key"])],
@@ -109,7 +110,7 @@ def test_summary_shows_types_size_and_metrics(tmp_path: Path, capsys) -> None:
 def test_strict_exits_1_and_names_float_ops(tmp_path: Path, capsys) -> None:
     model, calib, _ = bundled("digits_attention")
     code, out, _ = run_cli(["convert", str(model), "--calib", str(calib), "-o",
-                            str(tmp_path / "o"), "--strict", "--json"], capsys)
+                            str(tmp_path / "o"), "--strict", "--no-rewrite", "--json"], capsys)
     assert code == 1
     problems = json.loads(out)["strict"]["problems"]
     assert problems and all("NEG" in p for p in problems)
@@ -134,3 +135,27 @@ def test_help_lists_options(capsys) -> None:
     assert code == 0
     for option in ("--calib", "--eval", "--mode", "--int16", "--plan", "--strict", "--json"):
         assert option in out
+
+
+def test_strict_fails_when_tflm_differs_beyond_tolerance(tmp_path: Path, capsys) -> None:
+    model, calib, _ = bundled("digits_attention")  # int8 TFLM vs LiteRT: 1-2 LSB
+    code, out, _ = run_cli(["convert", str(model), "--calib", str(calib), "-o", str(tmp_path / "o"),
+                            "--strict", "--tolerance", "0", "--json"], capsys)
+    report = json.loads(out)
+    assert code == 1 and not report["tflm"]["within_tolerance"]
+    problem = next(p for p in report["strict"]["problems"] if "TFLite Micro differs" in p)
+    where = report["tflm"]["first_divergence"]
+    assert f"first at op {where['op_index']} {where['op']}" in problem
+
+
+def test_mixed_needs_ops_and_reports_its_boundaries(tmp_path: Path, capsys) -> None:
+    model, calib, _ = bundled("digits_attention")
+    code, _, err = run_cli(["convert", str(model), "--calib", str(calib), "-o", str(tmp_path / "a"),
+                            "--mode", "mixed"], capsys)
+    assert code == 2 and "--mode mixed needs" in err and not (tmp_path / "a").exists()
+    code, out, _ = run_cli(["convert", str(model), "--calib", str(calib), "-o", str(tmp_path / "b"),
+                            "--int16", "SOFTMAX", "--int16", "ADD", "--json"], capsys)
+    versus = json.loads(out)["mixed_vs_int16x8"]
+    assert code == 0 and versus["requantize_ops"] > 0
+    assert versus["int16x8_bytes"] > 0 and len(versus["latency_ms"]) == 3
+    assert versus["loses"] == ("use --mode int16x8" in versus["text"])

@@ -26,28 +26,40 @@ def _convert(name: str, out: Path | None = None, **kwargs) -> dict:
 
 @pytest.fixture(scope="module")
 def attention_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The attention block converted as the user gets it (exact rewrites on) and without them."""
     root = tmp_path_factory.mktemp("att")
-    return {mode: _convert("digits_attention", root / mode, mode=mode)
-            for mode in ("int8", "int16x8")}
+    results = {mode: _convert("digits_attention", root / mode, mode=mode)
+               for mode in ("int8", "int16x8")}
+    results.update({f"{mode}-no-rewrite": _convert("digits_attention", None, mode=mode, rewrites=())
+                    for mode in ("int8", "int16x8")})
+    return results
 
 
 def _activation_dtypes(tflite: bytes) -> set[str]:
     return {op.activation_dtype for op in read_ops(tflite) if op.op not in ("QUANTIZE", "DEQUANTIZE")}
 
 
-def test_int8_mode_has_int8_io_and_ops(attention_results: dict) -> None:
+def test_int8_mode_is_integer_only_by_default(attention_results: dict) -> None:
     result = attention_results["int8"]
     with LiteRTRuntime(result.tflite) as rt:
         assert [s.dtype for s in rt.inputs() + rt.outputs()] == ["int8", "int8"]
+    assert result.report["float_ops"] == []
+    assert _activation_dtypes(result.tflite) == {"int8"}
+    assert {a["rewrite"] for a in result.report["rewrites"]["applied"]} == {"neg", "squared-difference"}
+
+
+def test_without_rewrites_neg_stays_float_and_the_report_says_why(attention_results: dict) -> None:
     # NEG has no int8 rule in litert-quantizer: the only float ops, and the report says why.
+    result = attention_results["int8-no-rewrite"]
     float_ops = result.report["float_ops"]
     assert {o["op"] for o in float_ops} == {"NEG"}
     assert all("NEG" in o["reason"] for o in float_ops)
     assert _activation_dtypes(result.tflite) == {"int8", "float32"}
+    assert result.report["rewrites"]["applied"] == []
 
 
 def test_int16x8_mode_has_int16_io_and_keeps_unsupported_ops_int8(attention_results: dict) -> None:
-    result = attention_results["int16x8"]
+    result = attention_results["int16x8-no-rewrite"]
     with LiteRTRuntime(result.tflite) as rt:
         assert [s.dtype for s in rt.inputs() + rt.outputs()] == ["int16", "int16"]
     by_type = result.report["summary"]["by_type"]
@@ -117,7 +129,8 @@ def test_report_fields_are_consistent(attention_results: dict, tmp_path_factory)
 def test_written_files_match_the_result(tmp_path: Path) -> None:
     result = _convert("digits_cnn", tmp_path / "out")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "plan.json", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".edgeq-output.json", "model.tflite",
+                                                     "plan.json", "report.json"]
     assert (out / "model.tflite").read_bytes() == result.tflite
     assert json.loads((out / "report.json").read_text())["model"]["sha256"] == \
         hashlib.sha256(result.tflite).hexdigest()

@@ -4,6 +4,7 @@ a measured arena; golden data and preprocessing that reproduce the host's number
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import subprocess
 
@@ -164,4 +165,58 @@ def test_bad_export_input_is_one_line_exit_2(tmp_path, capsys) -> None:
     code, _, err = run_cli(["export", "micro", str(bundled("digits_cnn")[0]), "-o",
                             str(tmp_path / "fw"), "--name", "m"], capsys)
     assert code == 2 and "edgeq convert" in err and err.count("\n") == 1
+    assert not (tmp_path / "fw").exists()
+
+
+# columns: readelf size column, bytes
+@pytest.mark.parametrize("text,value", [("99999", 99999), ("0x186a0", 100000), ("0x9d2b0", 643760)])
+def test_readelf_sizes_are_decimal_then_hex(text: str, value: int) -> None:
+    from edgeq.micro.verify import readelf_number
+
+    assert readelf_number(text) == value
+
+
+@pytest.fixture(scope="module")
+def megabyte_model(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """An int8 MLP of > 1 MB, as large as users' models (readelf prints its size in hex)."""
+    import keras
+
+    from edgeq.convert import ConvertConfig, convert
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024, activation="relu"),
+                              keras.layers.Dense(768), keras.layers.Dense(10)])
+    root = tmp_path_factory.mktemp("mb")
+    model.save(root / "mlp.keras")
+    x = np.random.default_rng(0).normal(size=(16, 256)).astype(np.float32)
+    np.savez(root / "data.npz", x=x)
+    convert(ConvertConfig(root / "mlp.keras", root / "out", root / "data.npz", show_progress=False))
+    return root / "out" / "model.tflite", root / "data.npz"
+
+
+def test_export_of_a_megabyte_model_verifies(megabyte_model: tuple, tmp_path: Path) -> None:
+    model, data = megabyte_model
+    assert model.stat().st_size > 1_000_000
+    manifest = export_micro(MicroConfig(model, tmp_path / "fw", "big", golden=data, golden_samples=2))
+    host = manifest["verified"]["objects"]["host"]
+    assert host["checked"] and host["symbol_bytes"] == model.stat().st_size
+    assert manifest["verified"]["tflm_from_object"]["max_abs_diff_lsb_vs_litert"] <= 2
+    assert manifest["integer_only"] and manifest["warnings"] == []
+
+
+def test_export_of_a_float_model_warns_and_says_so(tmp_path: Path) -> None:
+    float_model = tmp_path / "float.tflite"
+    from edgeq.load import load_model
+
+    float_model.write_bytes(load_model(bundled("digits_cnn")[0]).tflite)
+    manifest = export_micro(MicroConfig(float_model, tmp_path / "fw", "f", verify=False))
+    assert not manifest["integer_only"] and "not full-integer" in manifest["warnings"][0]
+
+
+def test_export_tolerance_names_the_diverging_op(tmp_path: Path) -> None:
+    model, calib, evalf = bundled("digits_attention")
+    convert(ConvertConfig(model, tmp_path / "q", calib, show_progress=False))
+    with pytest.raises(ModelError, match="first divergence tflm vs litert-builtin: op "):
+        export_micro(MicroConfig(tmp_path / "q" / "model.tflite", tmp_path / "fw", "a",
+                                 golden=evalf, golden_samples=16, tolerance=0))
     assert not (tmp_path / "fw").exists()

@@ -49,7 +49,8 @@ def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -
                                  str(evald), "--metric", "sqnr"], capsys)
     assert code == 0, err
     assert {p.name for p in out.iterdir()} == {"pareto.json", "pareto.csv", "pareto.png",
-                                               "sensitivity.json", "plan.json", "model.tflite"}
+                                               "sensitivity.json", "plan.json", "model.tflite",
+                                               ".edgeq-output.json"}
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["runs"] <= 3 * report["candidates"] + 2 == report["run_budget"]
     points = {p["label"]: p for p in report["points"]}
@@ -72,15 +73,26 @@ def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -
     assert (tmp_path / "conv" / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
 
 
-def test_unmeetable_constraint_exits_1_naming_the_best_point(tmp_path, capsys) -> None:
-    model, calib, evald = bundled("digits_outlier_mlp")
-    out = tmp_path / "out"
-    code, stdout, _ = run_cli(["search", str(model), "-o", str(out), "--calib", str(calib),
-                               "--eval", str(evald), "--max-bytes", "1000"], capsys)
-    assert code == 1
-    assert "no point meets bytes <= 1000" in stdout and "best found: all-int8" in stdout
-    assert not (out / "plan.json").exists() and not (out / "model.tflite").exists()
-    assert (out / "pareto.json").exists()
+def test_unmet_constraint_names_the_best_point_and_writes_no_plan(tmp_path, capsys) -> None:
+    # a cap no plan can meet is refused before any run (test_impossible_caps_...); one that the
+    # measured points miss still ends with exit 1, the best point named, and no plan or model
+    from edgeq.search import SearchResult, search_summary, write_search
+
+    pts = [_point("all-int8", 30, 100), _point("all-int16x8", 40, 150)]
+    choice = choose(pts, Constraint("max_bytes", 50), pts[1], Metric("sqnr_db"))
+    report = {"model": "m.keras", "metric": "sqnr_db", "float_value": None,
+              "data": {"samples": 1}, "runs": 2, "candidates": 0, "run_budget": 2,
+              "timing_s": {"total": 0.1}, "frontier": {"bytes": []}, "points": [],
+              "constraint": {"description": choice.description, "met": False},
+              "best": choice.best.to_dict(), "verdict": {"text": "-"}, "legend": [],
+              "rewrites": {"applied": [], "preprocessing": []}}
+    result = SearchResult(pts, choice, report, None)
+    text = search_summary(result)
+    assert result.exit_code == 1 and "no point meets bytes <= 50" in text
+    assert "best found: all-int8" in text
+    write_search(tmp_path / "out", result)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "pareto.json", "pareto.csv", "pareto.png", ".edgeq-output.json"}
 
 
 def test_eval_without_y_falls_back_to_sqnr_with_a_notice(tmp_path, capsys, caplog) -> None:
@@ -130,3 +142,32 @@ def test_reuse_of_a_plan_for_another_model_lists_the_drift(mlp_v1, capsys) -> No
     code, _, err = run_cli(["search", str(model), "-o", str(root / "x"), "--calib", str(calib),
                             "--eval", str(evald), "--reuse", str(root / "s1" / "plan.json")], capsys)
     assert code == 2 and "made for another model" in err and "removed" in err
+
+
+# columns: option, value below what all-int8 measures, words of the refusal
+@pytest.mark.parametrize("option,value,words", [("--max-bytes", "100", "below the all-int8 model's"),
+                                                ("--max-latency-ms", "0.000001", "fastest plan")])
+def test_impossible_caps_are_refused_before_any_run(tmp_path, capsys, option: str, value: str,
+                                                    words: str) -> None:
+    model, calib, evalf = bundled("digits_cnn")
+    code, out, err = run_cli(["search", str(model), "--calib", str(calib), "--eval", str(evalf),
+                              "-o", str(tmp_path / "o"), option, value], capsys)
+    assert code == 2 and words in err and out == "" and not (tmp_path / "o").exists()
+
+
+def test_summary_has_one_unit_a_legend_and_latency_spread(tmp_path, capsys) -> None:
+    model, calib, evalf = bundled("digits_cnn")
+    code, out, _ = run_cli(["search", str(model), "--calib", str(calib), "--eval", str(evalf),
+                            "-o", str(tmp_path / "o")], capsys)
+    assert code == 0
+    assert "float 97.78%" in out and "within 0.5 points of all-int16x8 (>= " in out
+    assert "labels:" in out and "+NAME: all-int8 with NAME" in out and "+-" in out
+    report = json.loads((tmp_path / "o" / "pareto.json").read_text())
+    assert report["legend"] and all(len(p["latency_spread_ms"]) == 2 for p in report["points"])
+    assert all(lo <= p["latency_ms"] <= hi for p in report["points"]
+               for lo, hi in [p["latency_spread_ms"]])
+
+
+def test_search_help_renders_percent(capsys) -> None:
+    code, out, _ = run_cli(["search", "--help"], capsys)
+    assert code == 0 and "1% of RMSE" in out and "%%" not in out

@@ -21,6 +21,7 @@ from device_agent.signing import SignatureError, sign
 from ..capture import captured_output
 from ..errors import DeviceUnreachable, InputError
 from ..evaluate import quantized_reference
+from ..graph import not_integer_note
 from ..load import read_quantized_tflite
 from ..progress import ByteProgress
 from ..rewrite import read_contracts
@@ -50,6 +51,9 @@ class DeployConfig:
 def build_bundle(cfg: DeployConfig, path: Path) -> dict[str, Any]:
     """Write the bundle for `cfg.model` to `path`; returns its bundle.json."""
     tflite = read_quantized_tflite(cfg.model)
+    float_note = not_integer_note(tflite)
+    if float_note:
+        log.warning("%s: %s", cfg.model, float_note)
     contracts = {c["input"]: Contract.from_dict(c)
                  for c in read_contracts(cfg.model, cfg.preprocessing)}
     name = cfg.name or (cfg.model.parent.name if cfg.model.name == "model.tflite" else cfg.model.stem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -13,14 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtimes import LiteRTRuntime, TensorSpec, default_tflm_arena
+from device_agent.runtimes import LiteRTRuntime, default_tflm_arena
 from device_agent.tflm_child import run_tflm
 
 from .. import __version__
 from ..capture import captured_output
 from ..errors import InputError, ModelError
 from ..evaluate import quantized_reference
-from ..fsutil import atomic_output_dir
+from ..compare import compare_runtimes, tolerance_lsb
+from ..flatbuffer import external_buffers, inline_buffers
+from ..graph import not_integer_note
+from ..fsutil import atomic_output_dir, check_output_dir
 from ..load import read_quantized_tflite
 from ..rewrite import read_contracts
 from device_agent.preprocessing import Contract
@@ -30,16 +34,8 @@ from .resolver import model_ops, resolver_header
 from .templates import render_target
 from .verify import object_bytes, verify_objects
 
+log = logging.getLogger("edgeq")
 GOLDEN_SAMPLES = 4
-# Largest TFLM-vs-LiteRT difference accepted, in LSB of the output dtype. Measured on the bundled
-# models: 0-1 LSB for int8 CNN/MLPs, 2 LSB for the int8 attention block, 15 of 65536 for int16
-# attention (softmax/exp/rsqrt are computed differently by the two interpreters).
-TOLERANCE_LSB = {"int8": 2, "uint8": 2, "int16": 32}
-
-
-def tolerance_lsb(outputs: list[TensorSpec]) -> int:
-    """The accepted on-device difference for these outputs (float outputs: 1, compared raw)."""
-    return max((TOLERANCE_LSB.get(s.dtype, 1) for s in outputs), default=1)
 # Headroom over the measured arena for optimized kernels' scratch buffers.
 MARGIN_SHARE, MARGIN_MIN = 0.10, 1024
 
@@ -57,16 +53,23 @@ class MicroConfig:
     preprocessing: Path | None = None  # default: preprocessing.json beside the model
     golden_samples: int = GOLDEN_SAMPLES
     verify: bool = True
+    tolerance: int | None = None  # LSB TFLM may differ from LiteRT (default: by output dtype)
 
 
 def export_micro(cfg: MicroConfig) -> dict[str, Any]:
     """Write OUT (all or nothing) and return the manifest."""
     started = time.perf_counter()
-    tflite = read_quantized_tflite(cfg.model)
+    check_output_dir(cfg.out)
+    tflite, notes = _microcontroller_bytes(read_quantized_tflite(cfg.model), cfg.model)
     cname = cgen.c_identifier(cfg.name)
     ops = model_ops(tflite)
     with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
         inputs, outputs = rt.inputs(), rt.outputs()
+    tolerance = tolerance_lsb([s.dtype for s in outputs], cfg.tolerance)
+    float_note = not_integer_note(tflite)
+    if float_note:
+        log.warning(float_note)
+        notes.append(float_note)
     contract = _contract(cfg)
     golden_in, golden_out = _golden(cfg, tflite, contract)
     sample = [g[0] for g in golden_in] if golden_in else [np.zeros(s.shape, s.dtype) for s in inputs]
@@ -87,7 +90,7 @@ def export_micro(cfg: MicroConfig) -> dict[str, Any]:
     }
     if golden_in:
         files[f"{cname}_golden.h"], files[f"{cname}_golden.cc"] = cgen.golden_sources(
-            cname, golden_in, golden_out, tolerance_lsb(outputs), banner)
+            cname, golden_in, golden_out, tolerance, banner)
     if contract is not None:
         spec = next(s for s in inputs if s.name == contract["input"])
         files[f"{cname}_preprocessing.h"] = cgen.preprocessing_header(cname, contract, spec, banner)
@@ -110,11 +113,13 @@ def export_micro(cfg: MicroConfig) -> dict[str, Any]:
                   "tflm_python_default_bytes": 10 * len(tflite),
                   "edgeq_check_default_bytes": default_tflm_arena(len(tflite))},
         "golden": {"samples": len(golden_in[0]) if golden_in else 0,
-                   "tolerance_lsb": tolerance_lsb(outputs)},
+                   "tolerance_lsb": tolerance},
+        "integer_only": not any("float32" in u.dtypes for u in ops),
+        "warnings": notes,
         "preprocessing": contract,
         "files": sorted(files) + ["manifest.json"],
     }
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, "export micro") as tmp:
         for relative, text in files.items():
             path = tmp / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +129,17 @@ def export_micro(cfg: MicroConfig) -> dict[str, Any]:
         manifest["export_s"] = round(time.perf_counter() - started, 3)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _microcontroller_bytes(tflite: bytes, path: Path) -> tuple[bytes, list[str]]:
+    """The model as TFLM can read it: external buffers (which TFLM ignores) moved inline."""
+    external = external_buffers(tflite)
+    if not external:
+        return tflite, []
+    note = (f"{path.name} keeps {len(external)} weight buffers outside the flatbuffer, which "
+            "TFLite Micro does not read; exported with them inline (sha256 of the exported bytes)")
+    log.warning(note)
+    return inline_buffers(tflite), [note]
 
 
 def _round_up(n: int) -> int:
@@ -172,8 +188,13 @@ def _verify(out: Path, cname: str, tflite: bytes, manifest: dict[str, Any],
         diffs.append(int(np.max(np.abs(got.astype(np.int64) - want.astype(np.int64)))) if got.size else 0)
     worst, allowed = (max(diffs) if diffs else 0), manifest["golden"]["tolerance_lsb"]
     if worst > allowed:
+        raw = [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))]
+        found = compare_runtimes(compiled, raw, ("litert-builtin", "tflm"), True, allowed)
+        where = found.result("tflm").divergence
         raise ModelError(f"TFLite Micro differs from LiteRT by {worst} LSB on the compiled model "
-                         f"(accepted: {allowed})")
+                         f"(accepted: {allowed}; --tolerance to change)"
+                         + (f"; {where.line()}" if where else "")
+                         + " — `edgeq compare MODEL --eval DATA` shows every runtime")
     return {"objects": objects,
             "tflm_from_object": {"runs": True, "samples": len(samples),
                                  "arena_bytes": manifest["arena"]["exported_bytes"],

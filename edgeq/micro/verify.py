@@ -44,11 +44,16 @@ def read_symbol(obj: Path, symbol: str) -> ArraySymbol:
     for line in _readelf(obj, "-sW").splitlines():
         fields = line.split()
         if len(fields) >= 8 and fields[-1] == symbol and fields[6].isdigit():
-            value, size, index = int(fields[1], 16), int(fields[2]), int(fields[6])
+            value, size, index = int(fields[1], 16), readelf_number(fields[2]), int(fields[6])
             sec = sections[index]
             raw = obj.read_bytes()[sec["offset"] + value: sec["offset"] + value + size]
             return ArraySymbol(sec["name"], sec["align"], value, "W" not in sec["flags"], raw)
     raise ModelError(f"{obj.name}: symbol {symbol} not found")
+
+
+def readelf_number(text: str) -> int:
+    """A size column of `readelf -s`: decimal below 100,000, hex ("0x9d2b0") from there on."""
+    return int(text, 16) if text.lower().startswith("0x") else int(text)
 
 
 def _readelf(obj: Path, option: str) -> str:
