@@ -21,6 +21,7 @@ def captured_output(label: str) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    handlers_before = list(logging.root.handlers)
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
@@ -30,6 +31,7 @@ def captured_output(label: str) -> Iterator[None]:
             with contextlib.redirect_stdout(text_sink), contextlib.redirect_stderr(text_sink):
                 yield
         finally:
+            _drop_handlers_bound_to(text_sink, handlers_before)
             text_sink.flush()
             sys.stdout.flush()
             sys.stderr.flush()
@@ -41,3 +43,12 @@ def captured_output(label: str) -> Iterator[None]:
             text = sink.read().decode(errors="replace").strip()
             if text:
                 log.debug("%s printed:\n%s", label, text)
+
+
+def _drop_handlers_bound_to(sink: object, before: list[logging.Handler]) -> None:
+    """A library that calls logging.basicConfig() inside the block (Keras' model loading does)
+    binds the root logger to the temporary sink; once it is closed every log call would fail
+    with 'Bad file descriptor'. Such handlers go when the block ends."""
+    for handler in list(logging.root.handlers):
+        if handler not in before and getattr(handler, "stream", None) is sink:
+            logging.root.removeHandler(handler)

@@ -229,7 +229,8 @@ def export_micro(model: Path, out: Path, name: str, target: str, golden: Path | 
         return
     a, m = manifest["arena"], manifest["model"]
     click.echo(f"edgeq export micro: {model} -> {out}/ ({target})")
-    click.echo(f"model     g_{manifest['name']}_model_data: {m['bytes']:,} bytes, sha256 {m['sha256'][:16]}...")
+    click.echo(f"model     g_{manifest['name']}_model_data: {m['bytes']:,} bytes, "
+               f"sha256 {m['sha256'][:16]}...")
     click.echo(f"ops       {manifest['op_resolver_size']}: " + ", ".join(o["op"] for o in manifest["ops"]))
     click.echo(f"arena     {a['exported_bytes']:,} bytes = measured {a['measured_bytes']:,} + margin "
                f"{a['margin_bytes']:,} (TFLM Python default {a['tflm_python_default_bytes']:,})")

@@ -11,7 +11,7 @@ with its attributes, dtypes, scales, how far its inputs already differed, and wh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,11 @@ PER_OP = frozenset({"litert-builtin", "litert-ref", "tflm"})
 # int16 attention (softmax/exp/rsqrt are computed differently by the interpreters).
 TOLERANCE_LSB = {"int8": 2, "uint8": 2, "int16": 32}
 FLOAT_TOLERANCE = 1e-4  # float tensors: max |diff| relative to the reference's max |value|
+# An op "parts" from the reference only when more than this share of its output elements is
+# beyond tolerance: a deep CNN's per-op rounding (measured on MobileNetV2 0.35: 97.9% exact, 1.8%
+# at 1 LSB, a few elements at 5) drifts the output by a few LSB without any op computing
+# differently; missing weights put half the elements 16-127 LSB off.
+PART_SHARE = 0.01
 _HISTOGRAM = ((0, 0), (1, 1), (2, 3), (4, 15), (16, 127), (128, None))
 _ENUMS = {"fusedActivationFunction": ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT"),
           "padding": ("SAME", "VALID")}
@@ -139,8 +144,10 @@ class RuntimeResult:
     runtime: str
     version: str
     error: str = ""
-    max_diff_lsb: tuple[int, ...] = ()  # per output, vs the reference runtime
+    max_diff_lsb: tuple[float, ...] = ()  # per output vs the reference: LSB (float outputs: abs)
     tolerance_lsb: int = 0
+    within: bool = True  # every output within tolerance (float outputs: FLOAT_TOLERANCE relative)
+    drift: bool = False  # beyond tolerance, but every op compared and none parts: rounding
     sqnr_db: tuple[float, ...] = ()  # per output, vs the float model
     cosine: tuple[float, ...] = ()
     task: dict[str, Any] | None = None
@@ -148,12 +155,13 @@ class RuntimeResult:
 
     @property
     def ok(self) -> bool:
-        return not self.error and max(self.max_diff_lsb, default=0) <= self.tolerance_lsb
+        return not self.error and (self.within or self.drift)
 
     def to_dict(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "version": self.version, "runs": not self.error,
                 "error": self.error or None, "max_abs_diff_lsb": list(self.max_diff_lsb),
-                "within_tolerance": self.ok, "sqnr_db_vs_float": list(self.sqnr_db) or None,
+                "within_tolerance": self.ok, "rounding_drift": self.drift,
+                "sqnr_db_vs_float": list(self.sqnr_db) or None,
                 "cosine_vs_float": list(self.cosine) or None, "task": self.task,
                 "first_divergence": self.divergence.to_dict() if self.divergence else None}
 
@@ -235,9 +243,8 @@ def diagnose(tflite: bytes) -> list[str]:
 
 
 def _with_divergence(result: RuntimeResult, divergence: Divergence | None) -> RuntimeResult:
-    from dataclasses import replace
-
-    return replace(result, divergence=divergence)
+    """Every op was compared: a divergence names where they part; none means rounding drift."""
+    return replace(result, divergence=divergence, drift=divergence is None)
 
 
 def _output_specs(tflite: bytes) -> list[TensorSpec]:
@@ -290,43 +297,63 @@ def _tensor_bytes(tflite: bytes) -> int:
 def _score(name: str, cap: _Capture, ref: _Capture, specs: list[TensorSpec], tol: int,
            float_values: Sequence[np.ndarray] | None, y: np.ndarray | None) -> RuntimeResult:
     if cap.error or ref.error:
-        return RuntimeResult(name, cap.version, cap.error or f"reference failed: {ref.error}",
+        return RuntimeResult(name, cap.version, error=cap.error or f"reference failed: {ref.error}",
                              tolerance_lsb=tol)
-    diffs = tuple(int(np.max(np.abs(a.reshape(b.shape).astype(np.int64) - b.astype(np.int64))))
-                  if b.size else 0 for a, b in zip(cap.outputs, ref.outputs))
+    diffs, within = [], True
+    for a, b, spec in zip(cap.outputs, ref.outputs, specs):
+        d = np.abs(a.reshape(b.shape).astype(np.float64) - b.astype(np.float64))
+        worst = float(d.max()) if d.size else 0.0
+        if spec.dtype.startswith("float"):
+            within &= worst <= FLOAT_TOLERANCE * max(float(np.max(np.abs(b))) if b.size else 0, 1e-12)
+            diffs.append(worst)
+        else:
+            within &= worst <= tol
+            diffs.append(int(worst))
+    result = RuntimeResult(name, cap.version, max_diff_lsb=tuple(diffs), tolerance_lsb=tol,
+                           within=within)
     if float_values is None:
-        return RuntimeResult(name, cap.version, "", diffs, tol)
+        return result
     values = [dequantize(o.reshape(f.shape), s) for o, f, s in zip(cap.outputs, float_values, specs)]
-    return RuntimeResult(name, cap.version, "", diffs, tol,
-                         tuple(finite_db(sqnr_db(f, v)) for f, v in zip(float_values, values)),
-                         tuple(cosine(f, v) for f, v in zip(float_values, values)),
-                         task_metric(values[0], y) if y is not None else None)
+    return replace(result,
+                   sqnr_db=tuple(finite_db(sqnr_db(f, v)) for f, v in zip(float_values, values)),
+                   cosine=tuple(cosine(f, v) for f, v in zip(float_values, values)),
+                   task=task_metric(values[0], y) if y is not None else None)
 
 
 def _first_divergence(tree: Any, tflite: bytes, cap: _Capture, ref: _Capture, name: str,
                       ref_name: str, tolerance: int | None) -> Divergence | None:
-    """The first op that adds more than the tolerance to the difference its inputs carried (where
-    a difference starts, not where inherited rounding first crosses the line); if the difference
-    only builds up, the first op beyond tolerance."""
+    """The first op that parts from the reference: it adds more than the tolerance to the
+    difference its inputs carried, on more than PART_SHARE of its output elements (any element
+    when the tolerance is 0). None when no op does: the outputs only drift by rounding."""
     sg = tree.subgraphs[0]
     external = set(external_buffers(tflite))
     produced = set(_op_output_indices(sg))
-    first = None
     for k, op in enumerate(sg.operators):
         outs = [_tensor_diff(sg, int(i), cap, ref, external, produced) for i in op.outputs if i >= 0]
         tol = tolerance_lsb([t.dtype for t in outs], tolerance)
-        if not any(_beyond(t, tol, ref.tensors.get(t.index)) for t in outs):
+        if not any(_parts(t, tol, cap, ref) for t in outs):
             continue
         ins = tuple(_tensor_diff(sg, int(i), cap, ref, external, produced) for i in op.inputs if i >= 0)
-        found = Divergence(name, ref_name, k, op_type(tree, op), _options(op), ins, tuple(outs),
-                           tol, tuple(_hints(ins, name)))
         carried = max((t.max_diff for t in ins if not t.constant and not t.dtype.startswith("float")),
                       default=0.0)
         if all(t.dtype.startswith("float") for t in outs) or \
                 max(t.max_diff for t in outs) > carried + tol:
-            return found
-        first = first or found
-    return first
+            return Divergence(name, ref_name, k, op_type(tree, op), _options(op), ins, tuple(outs),
+                              tol, tuple(_hints(ins, name)))
+    return None
+
+
+def _parts(t: TensorDiff, tol: int, cap: _Capture, ref: _Capture) -> bool:
+    """Beyond tolerance on more than PART_SHARE of the elements, or on any element by more than
+    16x the tolerance (a wrong channel); any difference at all when the tolerance is 0."""
+    reference = ref.tensors.get(t.index)
+    if reference is None or not _beyond(t, tol, reference):
+        return False
+    if t.dtype.startswith("float") or tol == 0 or t.max_diff > 16 * tol:
+        return True
+    a = cap.tensors[t.index].astype(np.float64)
+    share = float(np.mean(np.abs(a - reference.reshape(a.shape).astype(np.float64)) > tol))
+    return share > PART_SHARE
 
 
 def _beyond(t: TensorDiff, tol: int, reference: np.ndarray | None) -> bool:

@@ -170,7 +170,7 @@ def against_int16x8(session: QuantSession, mixed: Quantized, float_sample: list[
     """Size and latency of a mixed plan against all-int16x8: every int8<->int16 boundary adds a
     QUANTIZE op, and a plan with many of them can be bigger and slower than int16 everywhere."""
     wanted, default = resolve_precisions(session, "int16x8", set())
-    allowed, _ = session.supported_int16(wanted)
+    allowed, _ = session.supported_int16(wanted, quiet=True)
     full = session.quantize(allowed, default)
     ours = measure_latency(mixed.tflite, raw_sample(mixed.tflite, float_sample), runs)
     theirs = measure_latency(full.tflite, raw_sample(full.tflite, float_sample), runs)
@@ -191,31 +191,38 @@ def against_int16x8(session: QuantSession, mixed: Quantized, float_sample: list[
 
 def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = None,
                y: np.ndarray | None = None, tolerance: int | None = None) -> dict[str, Any]:
-    """Invoke the model in the real TFLM interpreter and compare with LiteRT in LSB (and with the
-    float model); beyond tolerance, compare every op to name the one where they part."""
+    """Invoke the model in the real TFLM interpreter and compare it, in LSB, with LiteRT's
+    reference kernels (the arithmetic TFLM implements) and with the builtin kernels edgeq
+    evaluates with, and both with the float model. Beyond tolerance every op is compared to
+    name where they part, or to tell rounding drift from a real divergence."""
     samples = quant_out.raw_inputs[:TFLM_CHECK_SAMPLES]
     raw = [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))] if samples else []
     floats = [v[: len(samples)] for v in float_out.values] if float_out else None
     labels = y[: len(samples)] if y is not None else None
-    comparison = compare_runtimes(tflite, raw, ("litert-builtin", "tflm"), False, tolerance,
-                                  floats, labels)
+    runtimes = ("litert-ref", "tflm", "litert-builtin")
+    comparison = compare_runtimes(tflite, raw, runtimes, False, tolerance, floats, labels)
     if not comparison.ok and not comparison.result("tflm").error:
-        comparison = compare_runtimes(tflite, raw, ("litert-builtin", "tflm"), True, tolerance,
-                                      floats, labels)
-    litert, tflm = comparison.reference, comparison.result("tflm")
+        comparison = compare_runtimes(tflite, raw, runtimes, True, tolerance, floats, labels)
+    reference, tflm, builtin = (comparison.result(r) for r in runtimes)
     result: dict[str, Any] = {"runs": not tflm.error, "samples": len(samples),
                               "arena_bytes": default_tflm_arena(len(tflite)),
-                              "version": tflm.version, "tolerance_lsb": comparison.tolerance_lsb}
+                              "version": tflm.version, "tolerance_lsb": comparison.tolerance_lsb,
+                              "reference": "LiteRT reference kernels"}
     if tflm.error:
         result["error"] = tflm.error
         return result
     result.update({
         "max_abs_diff_lsb": max(tflm.max_diff_lsb, default=0),
         "max_abs_diff_lsb_per_output": list(tflm.max_diff_lsb),
-        "within_tolerance": tflm.ok,
-        "sqnr_db_vs_float": {"litert": min(litert.sqnr_db, default=None),
-                             "tflm": min(tflm.sqnr_db, default=None)} if floats else None,
+        "within_tolerance": tflm.ok, "rounding_drift": tflm.drift,
+        "sqnr_db_vs_float": {"litert_reference": min(reference.sqnr_db, default=None),
+                             "tflm": min(tflm.sqnr_db, default=None),
+                             "litert_builtin": min(builtin.sqnr_db, default=None)}
+        if floats else None,
         "first_divergence": tflm.divergence.to_dict() if tflm.divergence else None,
+        "litert_builtin_vs_reference": {
+            "max_abs_diff_lsb": max(builtin.max_diff_lsb, default=0), "within_tolerance": builtin.ok,
+            "first_divergence": builtin.divergence.to_dict() if builtin.divergence else None},
         "diagnostics": list(comparison.diagnostics)})
     return result
 
@@ -268,7 +275,8 @@ def strict_problems(report: dict[str, Any]) -> list[str]:
         problems.append(f"TFLite Micro cannot run the model: {tflm.get('error', '')}")
     elif not tflm["within_tolerance"]:
         where = tflm["first_divergence"]
-        problems.append(f"TFLite Micro differs from LiteRT by {tflm['max_abs_diff_lsb']} LSB "
+        problems.append(f"TFLite Micro differs from LiteRT's reference kernels by "
+                        f"{tflm['max_abs_diff_lsb']} LSB "
                         f"(tolerance {tflm['tolerance_lsb']})" + (
                             f", first at op {where['op_index']} {where['op']}" if where else ""))
     return problems

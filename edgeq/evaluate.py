@@ -83,10 +83,11 @@ class Reference:
 
 
 def quantized_reference(tflite: bytes, data_path: Path, contracts: dict[str, Contract],
-                        limit: int = 0) -> Reference:
+                        limit: int = 0, reference_kernels: bool = False) -> Reference:
     """Run a quantised model in LiteRT on (at most `limit`) samples of an .npz, applying each
-    input's preprocessing contract first, exactly as a device will."""
-    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+    input's preprocessing contract first, exactly as a device will. `reference_kernels`: LiteRT's
+    reference kernels (the arithmetic TFLite Micro implements) instead of its optimized ones."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite, reference_kernels=reference_kernels) as rt:
         inputs, outputs = rt.inputs(), rt.outputs()
         as_float = tuple(dataclasses.replace(s, dtype="float32") if s.quantized else s
                          for s in inputs)

@@ -75,10 +75,11 @@ class QuantSession:
                     for op in self.float_ops}
         return {i: Precision.INT16 for i in int16}
 
-    def supported_int16(self, wanted: set[int]) -> tuple[set[int], list[str]]:
+    def supported_int16(self, wanted: set[int], quiet: bool = False) -> tuple[set[int], list[str]]:
         """Drop ops whose int16 kernel is missing in LiteRT or TFLM (learnt by invoking).
 
-        Returns the op indices that may be int16 and one warning per demoted op.
+        Returns the op indices that may be int16 and one warning per demoted op (logged unless
+        `quiet`).
         """
         by_index = {op.index: op for op in self.ops}
         bad = {i for i in wanted if self.kernels.get(by_index[i].op) is False}
@@ -87,7 +88,7 @@ class QuantSession:
             bad |= self._probe(wanted - bad, unknown)
         warnings = [f"{by_index[i].op} '{by_index[i].name}' (node {i}) kept int8: no int16 kernel "
                     f"({self.kernels.why(by_index[i].op)})" for i in sorted(bad)]
-        for w in warnings:
+        for w in warnings if not quiet else ():
             log.warning(w)
         return wanted - bad, warnings
 

@@ -29,18 +29,7 @@ def convert_summary(report: dict[str, Any]) -> str:
     lines += _metric_lines(report["metrics"])
     tflm = report["tflm"]
     if tflm["runs"]:
-        verdict = "" if tflm["within_tolerance"] else f" (BEYOND tolerance {tflm['tolerance_lsb']})"
-        sqnr = tflm.get("sqnr_db_vs_float")
-        lines.append(f"TFLite Micro  runs; max |diff| vs LiteRT {tflm['max_abs_diff_lsb']} LSB "
-                     f"over {tflm['samples']} samples{verdict}" + (
-                         f"; on them SQNR vs float {sqnr['tflm']:.2f} dB (LiteRT {sqnr['litert']:.2f})"
-                         if sqnr else ""))
-        where = tflm.get("first_divergence")
-        if where:
-            lines.append(f"              first diverging op {where['op_index']} {where['op']} "
-                         f"'{where['name'].split(';')[0]}': "
-                         + "; ".join(where["hints"] or ["see report.json"]))
-        lines += [f"              {d}" for d in tflm.get("diagnostics", [])]
+        lines += _tflm_lines(tflm)
     else:
         lines.append(f"TFLite Micro  FAILS: {tflm.get('error', '')}")
     for op in report["float_ops"]:
@@ -53,6 +42,31 @@ def convert_summary(report: dict[str, Any]) -> str:
     if report.get("strict", {}).get("problems"):
         lines += [f"strict        {p}" for p in report["strict"]["problems"]]
     return "\n".join(lines)
+
+
+def _tflm_lines(tflm: dict[str, Any]) -> list[str]:
+    """TFLM vs LiteRT's reference kernels, LiteRT's own optimized kernels, and vs float."""
+    verdict = ("" if tflm["within_tolerance"] and not tflm["rounding_drift"] else
+               " (rounding drift: no op parts)" if tflm["rounding_drift"] else
+               f" (BEYOND tolerance {tflm['tolerance_lsb']})")
+    lines = [f"TFLite Micro  runs; max |diff| vs LiteRT reference kernels {tflm['max_abs_diff_lsb']} "
+             f"LSB over {tflm['samples']} samples{verdict}"]
+    builtin = tflm["litert_builtin_vs_reference"]
+    if builtin["max_abs_diff_lsb"]:
+        where = builtin["first_divergence"]
+        lines.append(f"              LiteRT's builtin kernels differ from its reference kernels by "
+                     f"{builtin['max_abs_diff_lsb']} LSB" + (
+                         f", first at op {where['op_index']} {where['op']}" if where else ""))
+    sqnr = tflm.get("sqnr_db_vs_float")
+    if sqnr:
+        lines.append(f"              on them SQNR vs float: TFLM {sqnr['tflm']:.2f} dB, LiteRT "
+                     f"reference {sqnr['litert_reference']:.2f}, builtin {sqnr['litert_builtin']:.2f}")
+    where = tflm.get("first_divergence")
+    if where:
+        lines.append(f"              first diverging op {where['op_index']} {where['op']} "
+                     f"'{where['name'].split(';')[0]}': "
+                     + "; ".join(where["hints"] or ["see report.json"]))
+    return lines + [f"              {d}" for d in tflm.get("diagnostics", [])]
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:
@@ -126,8 +140,10 @@ def compare_summary(comparison: Any, model: str) -> str:
         if not r["runs"]:
             lines.append(f"{r['runtime']:<15} {'':<22} FAILS: {r['error']}")
             continue
+        worst = max(r["max_abs_diff_lsb"], default=0)
         diff = "reference" if r["runtime"] == c["reference"] else (
-            f"{max(r['max_abs_diff_lsb'], default=0)}" + ("" if r["within_tolerance"] else " (beyond)"))
+            (f"{worst}" if isinstance(worst, int) else f"{worst:.3g} (float)")
+            + ("" if r["within_tolerance"] else " (beyond)"))
         sqnr = f"{min(r['sqnr_db_vs_float']):.2f} dB" if r["sqnr_db_vs_float"] else "-"
         task = f"{r['task']['metric']} {r['task']['value']:.4f}" if r["task"] else ""
         lines.append(f"{r['runtime']:<15} {r['version'][:22]:<22} {diff:>14}  {sqnr:>13}  {task}")

@@ -141,6 +141,20 @@ def test_convert_report_carries_the_tflm_comparison(tmp_path: Path, capsys) -> N
     code, out, _ = run_cli(["convert", str(model), "--calib", str(calib), "--eval", str(evalf),
                             "-o", str(tmp_path / "o"), "--json"], capsys)
     tflm = json.loads(out)["tflm"]
-    assert code == 0 and tflm["runs"] and tflm["within_tolerance"]
+    assert code == 0 and tflm["runs"] and tflm["within_tolerance"] and not tflm["rounding_drift"]
     assert tflm["first_divergence"] is None and tflm["tolerance_lsb"] == 2
-    assert abs(tflm["sqnr_db_vs_float"]["tflm"] - tflm["sqnr_db_vs_float"]["litert"]) < 1.0
+    assert tflm["reference"] == "LiteRT reference kernels"
+    sqnr = tflm["sqnr_db_vs_float"]
+    assert abs(sqnr["tflm"] - sqnr["litert_reference"]) < 0.5 and sqnr["litert_builtin"] > 20
+
+
+def test_rounding_drift_is_told_apart_from_a_divergence(one_op: dict) -> None:
+    """Reference kernels vs builtin on a model without missing weights: at most rounding."""
+    fixed = one_op["fixed"]
+    found = compare_runtimes(fixed, _raw_inputs(fixed, one_op["x"]), ("litert-ref", "tflm"),
+                             tolerance=0)
+    tflm = found.result("tflm")
+    assert tflm.within or tflm.divergence is not None  # tolerance 0: any difference parts
+    raw = one_op["raw"]
+    broken = compare_runtimes(raw, _raw_inputs(raw, one_op["x"]), ("litert-ref", "tflm")).result("tflm")
+    assert not broken.drift and broken.divergence is not None

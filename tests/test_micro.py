@@ -216,7 +216,7 @@ def test_export_of_a_float_model_warns_and_says_so(tmp_path: Path) -> None:
 def test_export_tolerance_names_the_diverging_op(tmp_path: Path) -> None:
     model, calib, evalf = bundled("digits_attention")
     convert(ConvertConfig(model, tmp_path / "q", calib, show_progress=False))
-    with pytest.raises(ModelError, match="first divergence tflm vs litert-builtin: op "):
+    with pytest.raises(ModelError, match="first divergence tflm vs litert-ref: op "):
         export_micro(MicroConfig(tmp_path / "q" / "model.tflite", tmp_path / "fw", "a",
                                  golden=evalf, golden_samples=16, tolerance=0))
     assert not (tmp_path / "fw").exists()
