@@ -13,29 +13,31 @@ the agent carries on.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import queue
 import shutil
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import __version__
-from .benchmark import BenchmarkConfig, benchmark, random_inputs
+from .authority import Authority, NotAuthorized
+from .benchmark import BenchmarkConfig, Interrupted, benchmark, random_inputs
 from .bundle import Bundle, BundleError, extract_bundle
 from .connection import Broker, make_client, properties
 from .evaluate import evaluate, raw_samples
 from .loadcheck import check_in_child
 from .power import PowerProbe, detect_probe, measure_power, unavailable_power
-from .protocol import (Command, ProtocolError, chunk_filter, encode, event_message, parse_ack,
-                       parse_chunk_topic, parse_command, resend_topic, status_message, topic)
+from .protocol import (Command, ProtocolError, check_result, chunk_filter, encode, event_message,
+                       finite_or_null, parse_ack, parse_chunk_topic, parse_command, resend_topic,
+                       signed_part, status_message, topic)
 from .runtimes import Runtime, open_runtime, resolve_runtime
-from .signing import SignatureError, load_public_key, sha256_file, verify
+from .signing import load_public_key, sha256_file
 from .spool import Spool
 from .store import ModelStore
 
@@ -54,7 +56,8 @@ class AgentConfig:
     power: str = "auto"
     max_bundle_bytes: int = 256 * 2**20
     spool_limit: int = 1000
-    transfer_timeout_s: float = 120.0
+    transfer_timeout_s: float = 120.0  # no chunk for this long: abort
+    transfer_deadline_s: float = 1800.0  # a whole transfer, however it trickles
     session_expiry_s: int = 600
     resend_after_s: float = 60.0
     child_python: tuple[str, ...] = ()  # how to start child interpreters; () = this one
@@ -70,6 +73,7 @@ class Transfer:
     file: BinaryIO
     received: set[int] = field(default_factory=set)
     last_activity: float = field(default_factory=time.monotonic)
+    deadline: float = float("inf")  # time.monotonic() by which every chunk must be in
 
 
 class Rejected(Exception):
@@ -88,11 +92,14 @@ class Agent:
         self.trusted = load_public_key(cfg.trust_key)
         self.runtime_name, self.runtime_version = resolve_runtime(cfg.runtime)
         self.probe, self.power_reason = detect_probe(cfg.power, probe_registry)
+        self.authority = Authority(cfg.data_dir, self.trusted, self.device)
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.inflight: dict[int, str] = {}  # paho message id -> spooled report_id
         self.last_sent: dict[str, float] = {}  # report_id -> when it was last published
         self.transfer: Transfer | None = None
-        self.seen: OrderedDict[str, None] = OrderedDict()  # recent command ids (QoS 1 repeats)
+        self.busy: dict[str, Any] | None = None  # the command running now (in the status)
+        self.last_resend_request = -1e9
+        self.stopping = threading.Event()
         self.client = self._make_client()
 
     # -- connection ------------------------------------------------------------------------
@@ -121,19 +128,36 @@ class Agent:
         log.info("agent %s: runtime %s %s, power %s, broker %s", self.device, self.runtime_name,
                  self.runtime_version, self.probe.name if self.probe else "none",
                  self.cfg.broker.url)
+        self.stopping = stop
         next_tick = 0.0
         try:
             while not stop.is_set():
                 try:
-                    self._dispatch(self.events.get(timeout=0.5))
+                    self._dispatch_safely(self.events.get(timeout=0.5))
                 except queue.Empty:
                     pass
                 if time.monotonic() >= next_tick:  # timers, even while messages keep coming
                     next_tick = time.monotonic() + 0.5
-                    self._check_transfer_timeout()
-                    self._resend_overdue()
+                    self._dispatch_safely(("tick",))
         finally:
             self._shutdown()
+
+    def _dispatch_safely(self, item: tuple[Any, ...]) -> None:
+        """Whatever arrives, the agent carries on: an unexpected error is logged and, for a
+        message, answered with an error event."""
+        try:
+            if item[0] == "tick":
+                self._check_transfer_timeout()
+                self._resend_overdue()
+            else:
+                self._dispatch(item)
+        except Exception as e:  # noqa: BLE001 - no input may stop the agent
+            log.exception("unexpected error handling %s", str(item[:2])[:200])
+            try:
+                self._event(None, "error", None, f"internal error: {type(e).__name__}: "
+                                                 f"{str(e)[:300]}")
+            except Exception:  # noqa: BLE001 - even the report of it must not stop the agent
+                pass
 
     def _shutdown(self) -> None:
         info = self.client.publish(topic(self.device, "status"),
@@ -191,10 +215,12 @@ class Agent:
             agent={"version": __version__, "python": platform.python_version()},
             arch=platform.machine(), platform=platform.platform(),
             runtime={"name": self.runtime_name, "version": self.runtime_version},
-            model=_model_info(active),
+            model=_model_info(active), previous=_model_info(self.store.previous()),
+            busy=self.busy, key_id=self.authority.key_id, seq=self.authority.seq,
             power={"source": self.probe.name if self.probe else None,
                    "reason": self.power_reason or None},
-            spool={"pending": len(self.spool), "dropped": self.spool.dropped})
+            spool={"pending": len(self.spool), "dropped": self.spool.dropped,
+                   "rejected": self.spool.rejected})
 
     # -- messages --------------------------------------------------------------------------
 
@@ -207,7 +233,9 @@ class Agent:
         elif name == topic(self.device, "ack"):
             self._on_ack(payload)
         elif name == resend_topic():
-            self._resend_spool()
+            if time.monotonic() - self.last_resend_request >= RESEND_MIN_INTERVAL_S:
+                self.last_resend_request = time.monotonic()  # a forged flood cannot amplify
+                self._resend_spool(older_than_s=RESEND_MIN_INTERVAL_S)
 
     def _on_command(self, payload: bytes) -> None:
         try:
@@ -216,12 +244,17 @@ class Agent:
             log.warning("refused command: %s", e)
             self._event(e.cmd_id, "error", "rejected", str(e))
             return
-        if cmd.id in self.seen:  # a QoS 1 redelivery: the command already ran (or runs)
+        if self.authority.taken(cmd.id):  # a redelivery (also across restarts): already ran
             log.info("command %s: already taken, ignoring the repeat", cmd.id)
             return
-        self.seen[cmd.id] = None
-        if len(self.seen) > 1000:
-            self.seen.popitem(last=False)
+        self.authority.take(cmd.id)
+        expires = cmd.args.get("expires") or 0.0
+        if expires and expires < time.time():
+            log.warning("command %s (%s) expired %.0f s ago; dropped", cmd.id, cmd.type,
+                        time.time() - expires)
+            self._event(cmd.id, "error", "rejected", f"expired {time.time() - expires:.0f} s "
+                        "before the device could take it (it was busy); nothing was done")
+            return
         log.info("command %s: %s", cmd.id, cmd.type)
         handlers = {"ping": self._ping, "deploy": self._deploy, "rollback": self._rollback,
                     "benchmark": self._measure, "evaluate": self._measure}
@@ -245,33 +278,37 @@ class Agent:
     def _deploy(self, cmd: Command) -> None:
         manifest = cmd.args["manifest"]
         try:
-            self._accept(manifest)
+            self._accept(cmd.id, manifest)
+            path = self.store.incoming / f"{cmd.id}.part"
+            f = _reserved_file(path, manifest["size"])
         except Rejected as e:
             self._reject(cmd.id, str(e))
             return
-        path = self.store.incoming / f"{cmd.id}.part"
-        f = open(path, "w+b")  # noqa: SIM115 - closed in _finish/_abort
-        f.truncate(manifest["size"])
-        self.transfer = Transfer(cmd.id, manifest, path, f)
+        deadline = min(time.monotonic() + self.cfg.transfer_deadline_s,
+                       time.monotonic() + max(0.0, manifest["expires"] - time.time()))
+        self.transfer = Transfer(cmd.id, manifest, path, f, deadline=deadline)
+        self._set_busy(cmd)
         log.info("deploy %s: receiving %s (%d bytes in %d chunks)", cmd.id, manifest["name"],
                  manifest["size"], manifest["chunks"])
         self._event(cmd.id, "info", "ready", f"send {manifest['chunks']} chunks")
 
-    def _accept(self, manifest: dict[str, Any]) -> None:
-        """Everything that can be refused before a single chunk is sent."""
-        if self.transfer is not None:
-            raise Rejected(f"busy: deploy {self.transfer.cmd_id} is still receiving")
+    def _accept(self, cmd_id: str, manifest: dict[str, Any]) -> None:
+        """Everything that can be refused before a single chunk is sent. A newer signed deploy
+        pre-empts one still receiving (a replayed or stalled one cannot hold the device)."""
+        try:
+            self.authority.check(signed_part(manifest), "deploy")
+        except NotAuthorized as e:
+            raise Rejected(str(e)) from None
         if manifest["size"] > self.cfg.max_bundle_bytes:
             raise Rejected(f"bundle is {manifest['size']:,} bytes, over this device's limit of "
                            f"{self.cfg.max_bundle_bytes:,} bytes (--max-bundle-mb)")
-        try:
-            verify(self.trusted, manifest["sha256"], manifest["signature"])
-        except SignatureError as e:
-            raise Rejected(str(e)) from None
         free = shutil.disk_usage(self.cfg.data_dir).free
         if free < 3 * manifest["size"]:
             raise Rejected(f"only {free:,} bytes free in {self.cfg.data_dir}; need "
                            f"{3 * manifest['size']:,}")
+        self.authority.accept(manifest["seq"])
+        if self.transfer is not None:
+            self._abort(f"pre-empted by the newer signed deploy {cmd_id}")
 
     def _reject(self, cmd_id: str, why: str) -> None:
         active = self.store.active()
@@ -290,8 +327,12 @@ class Agent:
             self._abort(f"chunk {index} has {len(payload)} bytes; expected {max(expected, 0)} "
                         f"(of {m['chunks']} chunks)")
             return
-        t.file.seek(index * m["chunk_size"])
-        t.file.write(payload)
+        try:
+            t.file.seek(index * m["chunk_size"])
+            t.file.write(payload)
+        except OSError as e:
+            self._abort(f"cannot write chunk {index}: {e.strerror or e}")
+            return
         t.received.add(index)
         t.last_activity = time.monotonic()
         if len(t.received) == m["chunks"]:
@@ -301,7 +342,11 @@ class Agent:
         t = self.transfer
         assert t is not None
         self.transfer = None
-        t.file.close()
+        self._set_busy(None)
+        try:
+            t.file.close()
+        except OSError:
+            pass
         t.path.unlink(missing_ok=True)
         self._reject(t.cmd_id, why)
 
@@ -310,19 +355,36 @@ class Agent:
         if t and time.monotonic() - t.last_activity > self.cfg.transfer_timeout_s:
             self._abort(f"transfer stalled for {self.cfg.transfer_timeout_s:.0f} s after "
                         f"{len(t.received)} of {t.manifest['chunks']} chunks")
+        elif t and time.monotonic() > t.deadline:
+            self._abort(f"transfer not complete by its deadline ({len(t.received)} of "
+                        f"{t.manifest['chunks']} chunks)")
+
+    def _set_busy(self, cmd: Command | None) -> None:
+        """Say in the retained status which command runs now (None: idle)."""
+        self.busy = None if cmd is None else {"cmd_id": cmd.id, "type": cmd.type,
+                                              "since": round(time.time(), 3)}
+        self._publish_status()
 
     def _finish(self) -> None:
         t = self.transfer
         assert t is not None
         self.transfer = None
-        t.file.close()
+        self.busy = None
         staging = self.store.incoming / f"{t.cmd_id}.staging"
         try:
+            t.file.flush()
+            os.fsync(t.file.fileno())
+            t.file.close()
             bundle = self._check_received(t, staging)
             final = self.store.install(staging, t.manifest["sha256"])
             self.store.activate(final)
         except Rejected as e:
             self._reject(t.cmd_id, str(e))
+            self._publish_status()
+            return
+        except OSError as e:  # a full disk while installing: the old model stays active
+            self._reject(t.cmd_id, f"cannot install the model: {e.strerror or e}")
+            self._publish_status()
             return
         finally:
             t.path.unlink(missing_ok=True)
@@ -351,12 +413,24 @@ class Agent:
         return Bundle(self.store.models / t.manifest["sha256"], bundle.meta)
 
     def _rollback(self, cmd: Command) -> None:
-        """Make the previous model active again, after the same load check as a deploy."""
+        """Make the previous model active again, after the same load check as a deploy; the
+        command must carry a statement signed for this device naming that model."""
         previous = self.store.previous()
+        authorization = cmd.args["authorization"]
+        try:
+            self.authority.check(authorization, "rollback")
+        except NotAuthorized as e:
+            self._reject(cmd.id, str(e))
+            return
         if self.transfer is not None or previous is None:
             self._reject(cmd.id, "busy: a deploy is receiving" if self.transfer else
                          "no previous model to roll back to")
             return
+        if authorization["to"] != previous.directory.name:
+            self._reject(cmd.id, f"the signed rollback names model {authorization['to'][:12]}, "
+                                 f"the kept previous model is {previous.directory.name[:12]}")
+            return
+        self.authority.accept(authorization["seq"])
         check = check_in_child(previous.directory, self.runtime_name, python=self.cfg.child_python)
         if not check.ok:
             self._reject(cmd.id, f"previous model {previous.name} does not load and invoke in "
@@ -376,13 +450,19 @@ class Agent:
             self._event(cmd.id, "error", "failed", "no model deployed yet; run `edgeq deploy` first")
             return
         self._event(cmd.id, "info", "started", f"{cmd.type} {bundle.name} on {self.runtime_name}")
+        self._set_busy(cmd)
         result = self._new_result(cmd, bundle)
         try:
             self._fill_result(cmd, bundle, result)
+        except Interrupted as e:
+            result["errors"].append(f"interrupted: the agent is stopping ({e})")
         except Exception as e:  # noqa: BLE001 - the failure is the report
             log.exception("%s %s failed", cmd.type, cmd.id)
-            result["errors"].append(f"{type(e).__name__}: {e}")
-        self._publish_result(result)
+            result["errors"].append(f"{type(e).__name__}: {str(e)[:500]}")
+        finally:
+            self.busy = None
+        result = self._publish_result(result)
+        self._publish_status()
         if result["errors"]:
             self._event(cmd.id, "error", "failed", "; ".join(result["errors"]),
                         report_id=result["report_id"])
@@ -399,23 +479,30 @@ class Agent:
             return open_runtime(self.runtime_name, model, num_threads=threads)
 
         eval_samples = raw_samples(bundle, a["max_samples"])
+        stop = self.stopping.is_set
         if cmd.type == "evaluate":
             with open_model() as rt:
                 result["runtime"]["version"] = rt.version
-                result["accuracy"] = evaluate(rt, bundle, eval_samples)
+                result["accuracy"] = evaluate(rt, bundle, eval_samples, stop)
             return
         samples = eval_samples or random_inputs(bundle.inputs())
-        cfg = BenchmarkConfig(a["runs"], a["warmup"], a["min_seconds"], a["max_seconds"])
+        cfg = BenchmarkConfig(a["runs"], a["warmup"], a["min_seconds"], a["max_seconds"],
+                              should_stop=stop)
         latency, rt = benchmark(open_model, samples, cfg)
         with rt:
             result["runtime"]["version"] = rt.version
             result["latency"] = {**latency, "threads": threads,
                                  "inputs": "eval set" if eval_samples else "random"}
             result["power"] = (measure_power(self.probe, self.power_reason, a["power_window_s"],
-                                             _busy_loop(rt, samples))
+                                             _busy_loop(rt, samples, stop), self._wait)
                                if a["power"] else unavailable_power("not requested"))
             if a["evaluate"]:
-                result["accuracy"] = evaluate(rt, bundle, eval_samples)
+                result["accuracy"] = evaluate(rt, bundle, eval_samples, stop)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep that ends as soon as the agent is asked to stop."""
+        if self.stopping.wait(seconds):
+            raise Interrupted("stopped during the idle power window")
 
     def _new_result(self, cmd: Command, bundle: Bundle) -> dict[str, Any]:
         return {"schema_version": 1, "report_id": uuid.uuid4().hex, "cmd_id": cmd.id,
@@ -429,12 +516,26 @@ class Agent:
 
     # -- results: spooled until a collector acknowledges them -----------------------------
 
-    def _publish_result(self, result: dict[str, Any]) -> None:
-        self.spool.put(result)
+    def _publish_result(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Make the result valid protocol (NaN from the data becomes null, named in `errors`),
+        spool it, send it. Returns what was sent."""
+        result = sendable(result)
+        try:
+            self.spool.put(result)
+        except OSError as e:  # full disk: still sent now, only not kept for a resend
+            log.error("cannot spool report %s (%s); sending it unspooled", result["report_id"],
+                      e.strerror or e)
         self._send(result)
+        return result
 
     def _send(self, result: dict[str, Any]) -> None:
-        info = self.client.publish(topic(self.device, "result"), encode(result), qos=1,
+        try:
+            payload = encode(result)
+        except ValueError as e:  # a spool entry from an older agent: never retry it
+            log.error("report %s cannot be sent (%s); moved aside", result.get("report_id"), e)
+            self.spool.move_aside(str(result.get("report_id")), str(e))
+            return
+        info = self.client.publish(topic(self.device, "result"), payload, qos=1,
                                    properties=_correlation(result["cmd_id"]))
         # paho keeps a QoS 1 message queued across reconnects even when rc says "no
         # connection": remember it so a reconnect does not send it a second time.
@@ -472,10 +573,50 @@ class Agent:
             self.last_sent.pop(report_id, None)
 
 
-def _busy_loop(rt: Runtime, samples: list[list[Any]]) -> Callable[[float], int]:
+RESEND_MIN_INTERVAL_S = 10.0  # a resend request (or a flood of forged ones) at most this often
+
+
+def sendable(result: dict[str, Any]) -> dict[str, Any]:
+    """A result as protocol v1 accepts it: non-finite numbers become null (named in `errors`);
+    if it still fails the result schema, only its identity and the reason are kept."""
+    clean, replaced = finite_or_null(result)
+    if replaced:
+        clean["errors"] = list(clean.get("errors") or []) + [
+            f"non-finite values replaced by null: {', '.join(replaced[:10])}"]
+    try:
+        check_result(clean)
+        return clean
+    except ProtocolError as e:
+        keep = ("schema_version", "report_id", "cmd_id", "type", "device", "ts", "agent", "arch",
+                "runtime", "model")
+        return {**{k: clean[k] for k in keep}, "latency": None, "power": None, "accuracy": None,
+                "errors": [str(x)[:500] for x in clean.get("errors") or []][:20]
+                + [f"report not valid protocol, contents dropped: {str(e)[:300]}"]}
+
+
+def _reserved_file(path: Path, size: int) -> BinaryIO:
+    """The .part file of a transfer with its whole size reserved on disk now, so a full disk is
+    a clean rejection before the transfer, not a failure halfway through it."""
+    f = open(path, "w+b")  # noqa: SIM115 - closed in _finish/_abort
+    try:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except AttributeError:  # no posix_fallocate (macOS): sparse file
+            f.truncate(size)
+    except OSError as e:
+        f.close()
+        path.unlink(missing_ok=True)
+        raise Rejected(f"cannot reserve {size:,} bytes for the bundle: {e.strerror or e}") from None
+    return f
+
+
+def _busy_loop(rt: Runtime, samples: list[list[Any]],
+               should_stop: Callable[[], bool]) -> Callable[[float], int]:
     def run(seconds: float) -> int:
         count, end = 0, time.perf_counter() + seconds
         while time.perf_counter() < end:
+            if count % 16 == 0 and should_stop():
+                raise Interrupted("stopped during the busy power window")
             rt.load_inputs(samples[count % len(samples)])
             rt.invoke()
             count += 1

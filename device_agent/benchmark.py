@@ -17,16 +17,26 @@ from .runtimes import Runtime, TensorSpec
 MAX_RAW_SAMPLES = 1000
 
 
+class Interrupted(Exception):
+    """The agent is stopping (SIGTERM): a measurement ends within a second, unfinished."""
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """How long to measure: at least `runs` timed invokes and `min_seconds`, at most
-    `max_seconds` (then stop early, with at least one run)."""
+    `max_seconds` (then stop early, with at least one run). `should_stop` is polled between
+    invokes; when it says so the benchmark raises Interrupted."""
 
     runs: int = 100
     warmup: int = 10
     min_seconds: float = 0.0
     max_seconds: float = 60.0
     max_raw_samples: int = MAX_RAW_SAMPLES
+    should_stop: Callable[[], bool] = _never
 
 
 def benchmark(open_runtime: Callable[[], Runtime], samples: Sequence[Sequence[np.ndarray]],
@@ -44,6 +54,8 @@ def benchmark(open_runtime: Callable[[], Runtime], samples: Sequence[Sequence[np
     runtime.load_inputs(samples[0])
     first_ms = _timed_invoke(runtime)
     for k in range(cfg.warmup):
+        if cfg.should_stop():
+            raise Interrupted(f"stopped during warm-up ({k} of {cfg.warmup})")
         runtime.load_inputs(samples[(k + 1) % len(samples)])
         runtime.invoke()
     times = _timed_runs(runtime, samples, cfg)
@@ -76,6 +88,8 @@ def _timed_runs(runtime: Runtime, samples: Sequence[Sequence[np.ndarray]],
         enough = len(times) >= cfg.runs and elapsed >= cfg.min_seconds
         if times and (enough or elapsed >= cfg.max_seconds):
             return times
+        if cfg.should_stop():
+            raise Interrupted(f"stopped after {len(times)} timed runs")
         runtime.load_inputs(samples[len(times) % len(samples)])
         times.append(_timed_invoke(runtime))
 

@@ -17,8 +17,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import os
+import re
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +30,18 @@ from typing import Any
 import numpy as np
 
 from .preprocessing import Contract
+from .protocol import SHA256_HEX, ProtocolError, decode
 from .runtimes import TensorSpec
 
 FORMAT = "edgeq-bundle"
 SCHEMA_VERSION = 1
 META, MODEL, EVAL, REFERENCE = "bundle.json", "model.tflite", "eval.npz", "reference.npz"
 MEMBERS = (META, MODEL, EVAL, REFERENCE)
+MAX_META_BYTES = 1024 * 1024
+MAX_ARRAY_BYTES = 256 * 1024 * 1024  # one eval/reference array, loaded whole by a benchmark
+DTYPES = frozenset({"int8", "uint8", "int16", "int32", "int64", "float16", "float32", "bool"})
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
+_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 
 
 class BundleError(ValueError):
@@ -134,27 +144,35 @@ class Bundle:
 
 
 def extract_bundle(path: Path, dest: Path) -> Bundle:
-    """Check a (signature-verified) bundle file and extract its known members into `dest`."""
+    """Check a (signature-verified) bundle file field by field, extract its known members into
+    `dest` (fsynced) and check the arrays' headers against bundle.json — before anything is
+    loaded or activated. Any problem, including a full disk, is a BundleError saying what."""
     try:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
             if META not in names or MODEL not in names:
-                raise BundleError(f"bundle lacks {META} or {MODEL} (has: {', '.join(sorted(names))})")
-            meta = json.loads(z.read(META))
+                raise BundleError(f"bundle lacks {META} or {MODEL} (has: "
+                                  f"{', '.join(sorted(names))[:200]})")
+            _check_members(z, names, Path(path).stat().st_size)
+            meta = _read_meta(z)
             _check_meta(meta, names)
-            expanded = sum(z.getinfo(m).file_size for m in MEMBERS if m in names)
-            if expanded > 4 * Path(path).stat().st_size + 2**20:
-                raise BundleError(f"bundle expands to {expanded:,} bytes, far more than its own "
-                                  "size; edgeq bundles are stored, not compressed")
             dest.mkdir(parents=True, exist_ok=True)
             for member in MEMBERS:
                 if member in names:
                     with z.open(member) as src, open(dest / member, "wb") as dst:
                         shutil.copyfileobj(src, dst)
+                        dst.flush()
+                        os.fsync(dst.fileno())
+        fsync_dir(dest)
+        _check_arrays(dest, meta)
     except BundleError:
         raise
-    except (zipfile.BadZipFile, ValueError, KeyError) as e:
-        raise BundleError(f"not a readable edgeq bundle ({e})") from e
+    except OSError as e:
+        raise BundleError(f"cannot store the bundle: {e.strerror or e}") from None
+    except (zipfile.BadZipFile, ValueError, KeyError, TypeError, zlib.error, EOFError,
+            NotImplementedError, RuntimeError) as e:
+        raise BundleError(f"not a readable edgeq bundle ({type(e).__name__}: "
+                          f"{str(e)[:200]})") from None
     model_sha = hashlib.sha256((dest / MODEL).read_bytes()).hexdigest()
     if model_sha != meta["model"]["sha256"]:
         raise BundleError(f"model.tflite sha256 {model_sha[:12]}... does not match bundle.json "
@@ -162,12 +180,145 @@ def extract_bundle(path: Path, dest: Path) -> Bundle:
     return Bundle(dest, meta)
 
 
-def _check_meta(meta: Any, names: set[str]) -> None:
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries durable (after creating or renaming files in it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_members(z: zipfile.ZipFile, names: set[str], size: int) -> None:
+    for member in MEMBERS:
+        if member in names and z.getinfo(member).compress_type not in _COMPRESSION:
+            raise BundleError(f"{member}: compression method {z.getinfo(member).compress_type} "
+                              "(bundles are stored; deflate is accepted)")
+    expanded = sum(z.getinfo(m).file_size for m in MEMBERS if m in names)
+    if expanded > 4 * size + 2**20:
+        raise BundleError(f"bundle expands to {expanded:,} bytes, far more than its own size; "
+                          "edgeq bundles are stored, not compressed")
+    if z.getinfo(META).file_size > MAX_META_BYTES:
+        raise BundleError(f"{META} is {z.getinfo(META).file_size:,} bytes (max {MAX_META_BYTES:,})")
+
+
+def _read_meta(z: zipfile.ZipFile) -> dict[str, Any]:
+    try:
+        return decode(z.read(META), META, MAX_META_BYTES)
+    except ProtocolError as e:
+        raise BundleError(str(e)) from None
+
+
+def _check_meta(meta: dict[str, Any], names: set[str]) -> None:
+    """bundle.json field by field (every field the agent later reads)."""
+    if meta.get("format") != FORMAT:
         raise BundleError(f"{META}: format is not '{FORMAT}'")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(f"{META}: schema_version {meta.get('schema_version')!r}; this agent "
                           f"reads {SCHEMA_VERSION}")
+    _need(isinstance(meta.get("name"), str) and _NAME.match(meta["name"]), "name",
+          "1-128 of A-Z a-z 0-9 _ . + -")
+    model = _obj(meta, "model")
+    _need(model.get("file") == MODEL, "model.file", f"'{MODEL}'")
+    _need(_int(model.get("bytes"), 1, 2**31), "model.bytes", "a positive integer")
+    _need(isinstance(model.get("sha256"), str) and SHA256_HEX.match(model["sha256"]),
+          "model.sha256", "64 hex digits")
+    io_ = _obj(meta, "io")
+    specs = {side: _specs(io_, side) for side in ("inputs", "outputs")}
+    _contracts(meta, [s["name"] for s in specs["inputs"]])
     for key, member in (("eval", EVAL), ("reference", REFERENCE)):
-        if meta.get(key) and member not in names:
+        part = meta.get(key)
+        if part is None:
+            continue
+        _need(isinstance(part, dict) and part.get("file") == member, f"{key}.file", f"'{member}'")
+        _need(_int(part.get("samples"), 1, 10**7), f"{key}.samples", "1..10^7")
+        if member not in names:
             raise BundleError(f"{META} describes {member} but the bundle lacks it")
+    labels = (meta.get("eval") or {}).get("labels")
+    _need(labels in (None, "class", "target"), "eval.labels", "null, 'class' or 'target'")
+
+
+def _need(ok: Any, field: str, expected: str) -> None:
+    if not ok:
+        raise BundleError(f"{META}: '{field}' must be {expected}")
+
+
+def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    value = parent.get(key)
+    _need(isinstance(value, dict), key, "an object")
+    return value
+
+
+def _int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _specs(io_: dict[str, Any], side: str) -> list[dict[str, Any]]:
+    specs = io_.get(side)
+    _need(isinstance(specs, list) and 1 <= len(specs) <= 64, f"io.{side}", "a list of 1-64 tensors")
+    for k, spec in enumerate(specs):
+        where = f"io.{side}[{k}]"
+        _need(isinstance(spec, dict), where, "an object")
+        _need(isinstance(spec.get("name"), str) and len(spec["name"]) <= 256, f"{where}.name",
+              "a string")
+        shape = spec.get("shape")
+        _need(isinstance(shape, list) and len(shape) <= 8 and all(_int(d, 0, 2**31) for d in shape),
+              f"{where}.shape", "at most 8 dimensions of 0..2^31")
+        _need(spec.get("dtype") in DTYPES, f"{where}.dtype", f"one of {', '.join(sorted(DTYPES))}")
+        scale = spec.get("scale")
+        _need(isinstance(scale, (int, float)) and not isinstance(scale, bool)
+              and math.isfinite(scale) and scale >= 0, f"{where}.scale", "a finite number >= 0")
+        _need(_int(spec.get("zero_point"), -2**31, 2**31), f"{where}.zero_point", "an integer")
+    return specs
+
+
+def _contracts(meta: dict[str, Any], input_names: list[str]) -> None:
+    contracts = meta.get("preprocessing") or []
+    _need(isinstance(contracts, list) and len(contracts) <= 64, "preprocessing", "a list")
+    for k, c in enumerate(contracts):
+        try:
+            contract = Contract.from_dict(c)
+        except Exception as e:  # noqa: BLE001 - any malformed contract is the bundle's fault
+            raise BundleError(f"{META}: preprocessing[{k}] is not a contract ({e})") from None
+        _need(contract.input in input_names, f"preprocessing[{k}].input", "a model input name")
+
+
+def _check_arrays(dest: Path, meta: dict[str, Any]) -> None:
+    """Array headers inside eval.npz / reference.npz: expected keys, numeric dtypes, sample
+    counts as described, and sizes bounded before a single array is loaded."""
+    n_in, n_out = len(meta["io"]["inputs"]), len(meta["io"]["outputs"])
+    for key, member, keys in (("eval", EVAL, [f"in_{i}" for i in range(n_in)]),
+                              ("reference", REFERENCE, [f"out_{i}" for i in range(n_out)])):
+        part = meta.get(key)
+        if part is None:
+            continue
+        headers = _npz_headers(dest / member)
+        for name in keys + (["y"] if key == "eval" and "y" in headers else []):
+            if name not in headers:
+                raise BundleError(f"{member} lacks array '{name}'")
+            shape, _ = headers[name]
+            if not shape or shape[0] != part["samples"]:
+                raise BundleError(f"{member}: '{name}' has shape {shape}; {META} says "
+                                  f"{part['samples']} samples")
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    headers = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.compress_type not in _COMPRESSION or info.file_size > MAX_ARRAY_BYTES:
+                raise BundleError(f"{path.name}: member {info.filename[:64]!r} is "
+                                  f"{info.file_size:,} bytes or compressed with method "
+                                  f"{info.compress_type} (max {MAX_ARRAY_BYTES:,}, stored/deflate)")
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = reader(f)
+            if dtype.hasobject or dtype.name not in DTYPES | {"float64"}:
+                raise BundleError(f"{path.name}: '{info.filename}' has dtype {dtype}")
+            if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > MAX_ARRAY_BYTES:
+                raise BundleError(f"{path.name}: '{info.filename}' shape {shape} is over "
+                                  f"{MAX_ARRAY_BYTES:,} bytes")
+            headers[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+    return headers

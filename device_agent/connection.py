@@ -31,17 +31,22 @@ class Broker:
     @classmethod
     def from_url(cls, url: str, username: str | None = None, password_file: Path | None = None,
                  tls_ca: Path | None = None, keepalive: int = 30) -> Broker:
-        """Parse `url`; the password comes from a file so it never shows in `ps`."""
+        """Parse `url`; the password comes from a file so it never shows in `ps`. A password
+        inside the URL is refused (and never repeated in the message)."""
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        shown = redacted(url)
+        if parts.password is not None:
+            raise ConnectionConfigError(f"broker URL {shown} carries a password: give it with "
+                                        "--password-file (a URL shows in `ps` and in logs)")
         if parts.scheme not in SCHEMES:
-            raise ConnectionConfigError(f"broker URL {url!r}: scheme must be one of "
+            raise ConnectionConfigError(f"broker URL {shown}: scheme must be one of "
                                         f"{', '.join(s + '://' for s in SCHEMES)}")
         if not parts.hostname:
-            raise ConnectionConfigError(f"broker URL {url!r} has no host; expected mqtt://HOST:PORT")
+            raise ConnectionConfigError(f"broker URL {shown} has no host; expected mqtt://HOST:PORT")
         try:
             port = parts.port or SCHEMES[parts.scheme]
-        except ValueError as e:
-            raise ConnectionConfigError(f"broker URL {url!r}: bad port ({e})") from e
+        except ValueError:
+            raise ConnectionConfigError(f"broker URL {shown}: bad port; expected 1-65535") from None
         password = None
         if password_file is not None:
             try:
@@ -56,6 +61,17 @@ class Broker:
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def redacted(url: str) -> str:
+    """`url` with any user:password@ part replaced by ***@ (for messages and logs)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return f"{head}{sep}{netloc}{slash}{path}"
 
 
 def make_client(broker: Broker, client_id: str, **kwargs: Any) -> Any:

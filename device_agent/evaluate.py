@@ -4,10 +4,12 @@ with the host's own quantised outputs (so kernels that differ from the host's sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .benchmark import Interrupted
 from .bundle import Bundle
 from .metrics import agreement, task_metric
 from .runtimes import Runtime, dequantize, quantize
@@ -35,14 +37,19 @@ def raw_samples(bundle: Bundle, max_samples: int = 0) -> list[list[np.ndarray]]:
     return samples
 
 
-def evaluate(runtime: Runtime, bundle: Bundle, samples: list[list[np.ndarray]]
-             ) -> dict[str, Any] | None:
+def evaluate(runtime: Runtime, bundle: Bundle, samples: list[list[np.ndarray]],
+             should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
     """Task metric and agreement with the host on `samples` = raw_samples(bundle, ...) (made
-    once by the caller, who may have timed the same samples); None without eval data."""
+    once by the caller, who may have timed the same samples); None without eval data.
+    `should_stop` is polled between samples (Interrupted when it says so)."""
     out_specs = bundle.outputs()
     if not samples:
         return None
-    per_sample = [runtime.infer(s) for s in samples]
+    per_sample = []
+    for k, s in enumerate(samples):
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"stopped after {k} of {len(samples)} eval samples")
+        per_sample.append(runtime.infer(s))
     raw = [np.concatenate([o[i] for o in per_sample]) for i in range(len(out_specs))]
     values = [dequantize(r, s) for r, s in zip(raw, out_specs)]
     n = len(samples)

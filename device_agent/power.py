@@ -295,16 +295,17 @@ def window_watts(readings: list[Reading]) -> float | None:
 
 
 def measure_power(probe: PowerProbe | None, reason: str, window_s: float,
-                  busy: Callable[[float], int]) -> dict[str, Any]:
-    """Idle window, then a busy window in which `busy(seconds)` runs inferences and returns how
-    many it ran. Energy per inference is busy power x busy time / inferences; the dynamic part
-    subtracts idle power."""
+                  busy: Callable[[float], int],
+                  wait: Callable[[float], Any] = time.sleep) -> dict[str, Any]:
+    """Idle window (`wait(seconds)`), then a busy window in which `busy(seconds)` runs
+    inferences and returns how many it ran. Energy per inference is busy power x busy time /
+    inferences; the dynamic part subtracts idle power."""
     if probe is None:
         return unavailable_power(reason)
     interval = DEFAULT_INTERVAL_S.get(probe.name, 0.1)
     try:
         with Sampler(probe, interval) as idle:
-            time.sleep(window_s)
+            wait(window_s)
         with Sampler(probe, interval) as active:
             t0 = time.perf_counter()
             count = busy(window_s)

@@ -1,26 +1,36 @@
-"""Ed25519 signatures on deploy bundles: the host signs, the agent trusts one enrolled key.
+"""Ed25519 signatures: the host signs, the agent trusts one enrolled key.
 
-What is signed is a domain-separated statement of the bundle's sha256, so a signature made for
-an edgeq bundle can never be replayed as anything else.
+What is signed is a statement (canonical JSON, domain-separated) in the style of TUF / Mender /
+AWS IoT Jobs: what to do (`kind`: deploy or rollback), for which device (`target`), a sequence
+number that only grows (`seq`: the agent refuses anything not newer than what it accepted, so
+an old captured deploy cannot be replayed or a model downgraded), when it was issued and when it
+expires, which key signed it (`key_id`) and what it acts on (bundle and model sha256, or the
+model to roll back to).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
-DOMAIN = b"edgeq-bundle-v1\n"
+DOMAIN = b"edgeq-statement-v2\n"
 PRIVATE_NAME, PUBLIC_NAME = "host.key", "host.pub"
+STATEMENT_FIELDS = ("kind", "target", "seq", "issued", "expires", "key_id")
 
 
 class SignatureError(ValueError):
     """A key file is unusable or a signature does not verify."""
 
 
-def _statement(bundle_sha256: str) -> bytes:
-    return DOMAIN + bundle_sha256.encode()
+def canonical(statement: dict[str, Any]) -> bytes:
+    """The signed bytes of a statement: domain + sorted, compact JSON."""
+    return DOMAIN + json.dumps(statement, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=True, allow_nan=False).encode()
 
 
 def generate_keys(directory: Path) -> tuple[Path, Path]:
@@ -31,23 +41,30 @@ def generate_keys(directory: Path) -> tuple[Path, Path]:
     directory = Path(directory)
     private_path, public_path = directory / PRIVATE_NAME, directory / PUBLIC_NAME
     for path in (private_path, public_path):
-        if path.exists():
-            raise SignatureError(f"{path} already exists; refusing to overwrite a key")
-    directory.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            raise SignatureError(f"{path} already exists (or is a link); refusing to overwrite a key")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SignatureError(f"cannot create {directory}: {e.strerror}") from e
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private_pem)
-    public_path.write_bytes(public_pem)
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_pem)
+        fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(public_pem)
+    except OSError as e:
+        raise SignatureError(f"cannot write the key pair in {directory}: {e.strerror}") from e
     return private_path, public_path
 
 
-def sign(private_key_path: Path, bundle_sha256: str) -> str:
-    """Base64 Ed25519 signature of the bundle hash."""
+def _private_key(private_key_path: Path):  # noqa: ANN202 - cryptography's Ed25519PrivateKey
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -58,7 +75,64 @@ def sign(private_key_path: Path, bundle_sha256: str) -> str:
                              f"({e}); make one with `edgeq keys generate`") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{private_key_path}: not an Ed25519 key")
-    return base64.b64encode(key.sign(_statement(bundle_sha256))).decode()
+    return key
+
+
+def key_id(public_key) -> str:  # noqa: ANN001 - cryptography's Ed25519PublicKey
+    """First 16 hex digits of the sha256 of the raw public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def authorize(private_key_path: Path, kind: str, target: str, lifetime_s: float,
+              **fields: Any) -> dict[str, Any]:
+    """A signed statement: {kind, target, seq, issued, expires, key_id, **fields, signature}.
+
+    `seq` is the next number of this key's sequence (see next_sequence)."""
+    key = _private_key(private_key_path)
+    now = time.time()
+    statement = {"kind": kind, "target": target, "seq": next_sequence(private_key_path),
+                 "issued": round(now, 3), "expires": round(now + lifetime_s, 3),
+                 "key_id": key_id(key.public_key()), **fields}
+    signature = base64.b64encode(key.sign(canonical(statement))).decode()
+    return {**statement, "signature": signature}
+
+
+def next_sequence(private_key_path: Path) -> int:
+    """Milliseconds since the epoch, and always above the last number this key issued (kept in
+    KEY.seq beside the key when it is writable): grows across hosts with synced clocks and
+    across restarts of one host."""
+    path = Path(f"{private_key_path}.seq")
+    try:
+        last = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    seq = max(int(time.time() * 1000), last + 1)
+    try:
+        path.write_text(f"{seq}\n")
+    except OSError:
+        pass  # read-only key directory: the clock alone orders statements
+    return seq
+
+
+def verify_statement(public_key, statement: dict[str, Any]) -> None:  # noqa: ANN001
+    """Raise SignatureError unless `statement['signature']` signs the rest of it."""
+    from cryptography.exceptions import InvalidSignature
+
+    signature_b64 = statement.get("signature")
+    if not signature_b64 or not isinstance(signature_b64, str):
+        raise SignatureError("not signed; deploy with `edgeq deploy --key host.key`")
+    body = {k: v for k, v in statement.items() if k != "signature"}
+    missing = [k for k in STATEMENT_FIELDS if k not in body]
+    if missing:
+        raise SignatureError(f"the signature does not cover {', '.join(missing)}: signed by an "
+                             "older edgeq; sign again with this version")
+    try:
+        public_key.verify(base64.b64decode(signature_b64, validate=True), canonical(body))
+    except (InvalidSignature, ValueError, TypeError) as e:
+        raise SignatureError("signature does not match the trusted host key") from e
 
 
 def load_public_key(path: Path):  # noqa: ANN201 - cryptography's Ed25519PublicKey
@@ -73,19 +147,6 @@ def load_public_key(path: Path):  # noqa: ANN201 - cryptography's Ed25519PublicK
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{path}: not an Ed25519 public key")
     return key
-
-
-def verify(public_key, bundle_sha256: str, signature_b64: str) -> None:  # noqa: ANN001
-    """Raise SignatureError unless `signature_b64` signs `bundle_sha256` with `public_key`."""
-    from cryptography.exceptions import InvalidSignature
-
-    if not signature_b64:
-        raise SignatureError("bundle is not signed; deploy with `edgeq deploy --key host.key`")
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        public_key.verify(signature, _statement(bundle_sha256))
-    except (InvalidSignature, ValueError) as e:
-        raise SignatureError("signature does not match the trusted host key") from e
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:

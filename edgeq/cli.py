@@ -276,6 +276,15 @@ def plan_check(model: Path, plan_file: Path, as_json: bool) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A float option must be a real number (click's ranges let NaN through)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def _broker_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared by fleet commands
     for option in reversed([
         click.option("--broker", required=True, metavar="URL",
@@ -348,8 +357,8 @@ def keys_generate(out: Path) -> None:
               help="Preprocessing contract (default: preprocessing.json beside MODEL, if any).")
 @click.option("--name", help="Model name on the device (default: from the path).")
 @click.option("--chunk-kb", type=click.IntRange(1, 16384), default=256, show_default=True)
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for each answer of the device.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              callback=_finite, help="Seconds to wait for each answer of the device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 def deploy_cmd(model: Path, device: str, broker: str, username: str | None,
                password_file: Path | None, tls_ca: Path | None, key: Path, eval_: Path | None,
@@ -380,17 +389,21 @@ def deploy_cmd(model: Path, device: str, broker: str, username: str | None,
 @cli.command("rollback")
 @click.option("--device", required=True, help="Device id.")
 @_broker_options
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--key", required=True, type=click.Path(path_type=Path),
+              help="Signing key (host.key): a rollback is a signed command too.")
+@click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              callback=_finite)
 @click.option("--json", "as_json", is_flag=True, help="Print the device's answer as JSON.")
 def rollback_cmd(device: str, broker: str, username: str | None, password_file: Path | None,
-                 tls_ca: Path | None, timeout: float, as_json: bool) -> None:
+                 tls_ca: Path | None, key: Path, timeout: float, as_json: bool) -> None:
     """Make the device's previous model active again (it keeps one), after a load check.
 
     Exit 0 rolled back; 1 the device has no previous model (or it no longer loads);
-    3 unreachable / timed out."""
+    2 bad input; 3 unreachable / timed out."""
     from .fleet.remote import rollback
 
-    event = rollback(_broker(broker, username, password_file, tls_ca), _device(device), timeout)
+    event = rollback(_broker(broker, username, password_file, tls_ca), _device(device), key,
+                     timeout)
     model = event.get("model") or {}
     click.echo(json.dumps(event, indent=2) if as_json else
                f"edgeq rollback: {device} now runs {model.get('name')} "
@@ -400,17 +413,19 @@ def rollback_cmd(device: str, broker: str, username: str | None, password_file: 
 @cli.command("bench")
 @click.option("--device", required=True, help="Device id.")
 @_broker_options
-@click.option("--runs", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--min-seconds", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Keep timing at least this long.")
-@click.option("--max-seconds", type=click.FloatRange(0.01), default=60.0, show_default=True)
+@click.option("--runs", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 100_000), default=10, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(0, 3600), default=0.0, show_default=True,
+              callback=_finite, help="Keep timing at least this long.")
+@click.option("--max-seconds", type=click.FloatRange(0.01, 3600), default=60.0,
+              show_default=True, callback=_finite)
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--power-window", type=click.FloatRange(0.1), default=2.0, show_default=True,
-              help="Seconds of idle and of busy power sampling.")
+@click.option("--power-window", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
+              callback=_finite, help="Seconds of idle and of busy power sampling.")
 @click.option("--no-power", is_flag=True, help="Skip the power windows.")
 @click.option("--no-eval", is_flag=True, help="Skip accuracy on the deployed eval set.")
-@click.option("--timeout", type=float, help="Seconds to wait for the report (default: from the run).")
+@click.option("--timeout", type=click.FloatRange(1, 7200), callback=_finite,
+              help="Seconds to wait for the report (default: from the run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the device's result message.")
 def bench_cmd(device: str, broker: str, username: str | None, password_file: Path | None,
               tls_ca: Path | None, runs: int, warmup: int, min_seconds: float, max_seconds: float,

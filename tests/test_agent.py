@@ -14,9 +14,9 @@ from mqtt_env import stored_rows, wait_until
 
 from device_agent.connection import Broker
 from device_agent.protocol import chunk_topic, encode, topic
-from device_agent.signing import generate_keys, sign
+from device_agent.signing import generate_keys
 from edgeq.errors import DeviceRefused, DeviceUnreachable
-from edgeq.fleet.deploy import DeployConfig, build_bundle, deploy
+from edgeq.fleet.deploy import DeployConfig, build_bundle, deploy, signed_manifest
 from edgeq.fleet.remote import request_report
 from edgeq.fleet.session import HostSession, new_command_id
 
@@ -52,14 +52,12 @@ def deploy_to(broker, device: str, model: Path, key: Path, **kw: Any) -> dict[st
 
 
 def signed_bundle(tmp: Path, model: Path, key: Path, eval_: Path | None = None,
-                  chunk_size: int = 16 * 1024) -> tuple[bytes, dict[str, Any]]:
-    """A bundle and its manifest, as `edgeq deploy` makes them."""
+                  chunk_size: int = 16 * 1024, device: str = "dev1",
+                  lifetime_s: float = 300.0) -> tuple[bytes, dict[str, Any]]:
+    """A bundle and its manifest signed for `device`, as `edgeq deploy` makes them."""
     meta = build_bundle(DeployConfig(model, "x", Broker("h", 1), key, eval_), tmp / "b.zip")
     data = (tmp / "b.zip").read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    return data, {"name": meta["name"], "size": len(data), "sha256": sha,
-                  "model_sha256": meta["model"]["sha256"], "chunk_size": chunk_size,
-                  "chunks": -(-len(data) // chunk_size), "signature": sign(key, sha)}
+    return data, signed_manifest(key, device, data, meta, chunk_size, lifetime_s)
 
 
 def raw_deploy(broker, device: str, data: bytes, manifest: dict[str, Any],  # noqa: ANN001
@@ -176,7 +174,7 @@ def test_unsigned_or_wrongly_signed_bundle_is_rejected_before_transfer(
     data, manifest = signed_bundle(tmp_path, cnn_int8, other_key)
     if signature == "missing":
         manifest["signature"] = ""
-    with pytest.raises(DeviceRefused, match="signature does not match|not signed"):
+    with pytest.raises(DeviceRefused, match="signature does not match|not signed|signed by key"):
         raw_deploy(broker, "dev1", data, manifest)
     assert active_sha(broker, "dev1") == deployed[1]["model"]["sha256"]
 
@@ -207,7 +205,7 @@ def test_rollback_swaps_back_to_the_previous_model(broker, deployed, gelu_int8, 
 
     first = deployed[1]["model"]["sha256"]
     second = deploy_to(broker, "dev1", gelu_int8, signing_keys[0])["model"]["sha256"]
-    b = ["--device", "dev1", "--broker", broker.url]
+    b = ["--device", "dev1", "--broker", broker.url, "--key", str(signing_keys[0])]
     code, out, err = run_cli(["rollback", *b], capsys)
     assert code == 0 and "now runs digits_cnn" in out, err
     assert active_sha(broker, "dev1") == first
@@ -221,7 +219,8 @@ def test_rollback_without_a_previous_model(broker, agents, cnn_int8, signing_key
     agents("dev6")
     wait_online(broker, "dev6")
     deploy_to(broker, "dev6", cnn_int8, signing_keys[0])
-    code, _, err = run_cli(["rollback", "--device", "dev6", "--broker", broker.url], capsys)
+    code, _, err = run_cli(["rollback", "--device", "dev6", "--broker", broker.url, "--key",
+                            str(signing_keys[0])], capsys)
     assert code == 1 and "no previous model to roll back to" in err
     assert active_sha(broker, "dev6") == hashlib.sha256(cnn_int8.read_bytes()).hexdigest()
 
@@ -230,7 +229,8 @@ def test_stalled_transfer_is_aborted_and_cleaned_up(tmp_path: Path, broker, agen
                                                     signing_keys) -> None:  # noqa: ANN001
     agent = agents("slow", "--transfer-timeout", "1")
     wait_online(broker, "slow")
-    data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0], chunk_size=2048)
+    data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0], chunk_size=2048,
+                                   device="slow")
     with pytest.raises(DeviceRefused, match="stalled .* after 1 of"):
         raw_deploy(broker, "slow", data, manifest, send=1)
     assert not any((agent.data_dir / "incoming").iterdir())

@@ -12,8 +12,8 @@ from conftest import bundled
 
 from device_agent.bundle import BundleError, extract_bundle
 from device_agent.connection import Broker
-from device_agent.signing import (SignatureError, generate_keys, load_public_key, sign,
-                                  verify)
+from device_agent.signing import (SignatureError, authorize, generate_keys, load_public_key,
+                                  verify_statement)
 from edgeq.fleet.deploy import DeployConfig, build_bundle
 
 
@@ -47,19 +47,22 @@ def test_tampered_model_inside_a_bundle_is_refused(tmp_path: Path, cnn_int8: Pat
         extract_bundle(tmp_path / "junk.zip", tmp_path / "y")
 
 
-def test_signatures_bind_the_hash_to_the_enrolled_key(tmp_path: Path) -> None:
+def test_signatures_bind_the_statement_to_the_enrolled_key(tmp_path: Path) -> None:
     private, public = generate_keys(tmp_path / "host")
     assert private.stat().st_mode & 0o777 == 0o600
     key = load_public_key(public)
-    sha = "ab" * 32
-    verify(key, sha, sign(private, sha))
-    with pytest.raises(SignatureError, match="does not match"):
-        verify(key, "cd" * 32, sign(private, sha))  # another bundle
+    statement = authorize(private, "deploy", "dev1", 60, sha256="ab" * 32)
+    verify_statement(key, statement)
+    for field, value in (("sha256", "cd" * 32), ("target", "dev2"), ("seq", statement["seq"] + 1),
+                         ("expires", statement["expires"] + 3600)):
+        with pytest.raises(SignatureError, match="does not match"):
+            verify_statement(key, {**statement, field: value})  # every field is covered
     other, _ = generate_keys(tmp_path / "other")
     with pytest.raises(SignatureError, match="does not match"):
-        verify(key, sha, sign(other, sha))
+        verify_statement(key, authorize(other, "deploy", "dev1", 60, sha256="ab" * 32))
     with pytest.raises(SignatureError, match="not signed"):
-        verify(key, sha, "")
+        verify_statement(key, {**statement, "signature": ""})
+    assert authorize(private, "deploy", "dev1", 60)["seq"] > statement["seq"]  # only grows
     with pytest.raises(SignatureError, match="refusing to overwrite"):
         generate_keys(tmp_path / "host")
     with pytest.raises(SignatureError, match="not a readable PEM public key"):

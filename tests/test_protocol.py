@@ -9,14 +9,15 @@ from device_agent.protocol import (ProtocolError, check_manifest, check_result, 
                                    parse_command, shared_results, topic)
 
 MANIFEST = {"name": "cnn", "size": 10_000, "sha256": "a" * 64, "model_sha256": "b" * 64,
-            "chunks": 3, "chunk_size": 4096, "signature": "c2ln"}
+            "chunks": 3, "chunk_size": 4096, "signature": "c2ln", "kind": "deploy",
+            "target": "pi-1", "seq": 1, "issued": 1.0, "expires": 2.0, "key_id": "0" * 16}
 
 
 def test_defaults_are_filled_in_and_the_host_builds_what_the_device_accepts() -> None:
     cmd = parse_command(encode({"id": "b1", "type": "benchmark", "runs": 5}))
     assert cmd.args["runs"] == 5 and cmd.args["warmup"] == 10 and cmd.args["power"] is True
     assert parse_command(encode(command("benchmark", "b1", runs=5).to_dict())) == cmd
-    assert parse_command(encode({"id": "p", "type": "ping"})).args == {}
+    assert parse_command(encode({"id": "p", "type": "ping"})).args == {"expires": 0.0}
 
 
 @pytest.mark.parametrize("message,error", [
@@ -45,7 +46,7 @@ def test_bad_commands_are_refused_naming_the_field(message: dict, error: str) ->
 @pytest.mark.parametrize("payload,error", [
     (b"\xff\xfe", "not valid JSON"),
     (b"42", "expected a JSON object"),
-    (b"{" + b" " * 70_000 + b"}", "over the 65536-byte limit"),
+    (b"{" + b" " * 70_000 + b"}", "over the 65,536-byte limit"),
 ])
 def test_undecodable_payloads_are_refused(payload: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.connection import Broker, make_client, properties
-from device_agent.protocol import (MAX_ACK_IDS, ProtocolError, ack_message, check_result, decode,
-                                   device_of, encode, resend_topic, shared_results, topic)
+from device_agent.protocol import (MAX_ACK_IDS, MAX_RESULT_BYTES, ProtocolError, ack_message,
+                                   check_result, decode, device_of, encode, resend_topic,
+                                   shared_results, topic)
 
 from .store import ResultStore, open_store
 
 log = logging.getLogger("edgeq")
 BATCH = 500
+METRICS_IDLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ class Collector:
         return items
 
     def _step(self, items: list[tuple[Any, ...]]) -> None:
-        valid, acks = [], []
+        """Check, store and acknowledge one batch. Total: a message that cannot be stored is
+        quarantined (kept for inspection, counted) and acknowledged, so it never comes back."""
+        valid, acks, refused = [], [], []
         for item in items:
             if item[0] == "$connected":
                 self._on_connected(item[1])
@@ -115,23 +119,59 @@ class Collector:
             acks.append((mid, qos))
             self.counts["received"] += 1
             try:
-                result = check_result(decode(payload, name))
-                if device_of(name) != result["device"]:
-                    raise ProtocolError(f"{name}: result of device '{result['device']}' on "
-                                        "another device's topic")
-                valid.append(result)
+                valid.append(self._checked(name, payload))
             except ProtocolError as e:
-                self.counts["invalid"] += 1
-                log.warning("collector: dropped an invalid result: %s", e)
-        if valid:
-            stored = self.store.add(valid)
-            self.counts["stored"] += stored
-            self.counts["duplicates"] += len(valid) - stored
-            self.by_device.update(r["device"] for r in valid)
-        for mid, qos in acks:  # only after the commit above
+                refused.append((name, str(e), payload))
+            except Exception as e:  # noqa: BLE001 - a bug must not crash-loop the fleet
+                log.exception("collector: unexpected error on a message from %s", name)
+                refused.append((name, f"internal error: {type(e).__name__}: {e}", payload))
+        stored = self._store(valid, refused)
+        if refused:
+            self._quarantine(refused)
+        for mid, qos in acks:  # only after the commits above
             if qos > 0:
                 self.client.ack(mid, qos)
-        self._ack_devices(valid)
+        self._ack_devices(stored)
+
+    def _checked(self, name: str, payload: bytes) -> dict[str, Any]:
+        result = check_result(decode(payload, name, MAX_RESULT_BYTES))
+        if device_of(name) != result["device"]:
+            raise ProtocolError(f"{name}: result of device '{result['device']}' on another "
+                                "device's topic")
+        return result
+
+    def _store(self, valid: list[dict[str, Any]],
+               refused: list[tuple[str, str, bytes]]) -> list[dict[str, Any]]:
+        """Store `valid` in one transaction; if the store refuses the batch, row by row, and
+        the rows it refuses join `refused`. Returns what is stored (new or duplicate)."""
+        if not valid:
+            return []
+        try:
+            batches = [(valid, self.store.add(valid))]
+        except Exception:  # noqa: BLE001 - find the row the store cannot take
+            batches = []
+            for r in valid:
+                try:
+                    batches.append(([r], self.store.add([r])))
+                except Exception as e:  # noqa: BLE001
+                    refused.append((topic(r["device"], "result"), f"store refused it: {e}",
+                                    encode(r)))
+        stored = [r for rows, _ in batches for r in rows]
+        new = sum(n for _, n in batches)
+        self.counts["stored"] += new
+        self.counts["duplicates"] += len(stored) - new
+        self.by_device.update(r["device"] for r in stored)
+        return stored
+
+    def _quarantine(self, refused: list[tuple[str, str, bytes]]) -> None:
+        self.counts["invalid"] += len(refused)
+        for name, why, payload in refused[:5]:
+            log.warning("collector: quarantined a message on %s (%d bytes): %s", name[:200],
+                        len(payload), why[:300])
+        try:
+            self.store.quarantine(refused)
+        except Exception as e:  # noqa: BLE001 - counted and logged; the message is still dropped
+            log.error("collector: could not keep %d refused messages: %s", len(refused), e)
 
     def _ack_devices(self, stored: list[dict[str, Any]]) -> None:
         """Tell each device which of its results are safe in the store (new or duplicate)."""
@@ -168,7 +208,8 @@ class Collector:
         for key, help_text in (("received", "Result messages received."),
                                ("stored", "Results stored (new report_id)."),
                                ("duplicates", "Redelivered results ignored (report_id seen)."),
-                               ("invalid", "Messages dropped for not following protocol v1.")):
+                               ("invalid", "Messages quarantined for not following protocol "
+                                           "v1 (kept in the store's quarantine table).")):
             name = f"edgeq_collector_results_{key}_total"
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
                       f"{name} {self.counts[key]}"]
@@ -195,8 +236,10 @@ class Collector:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        Handler.timeout = METRICS_IDLE_S  # an idle client cannot hold its thread for ever
         server = http.server.ThreadingHTTPServer((self.cfg.metrics_bind, self.cfg.metrics_port),
                                                  Handler)
+        server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         log.info("collector: metrics on http://%s:%d/metrics", self.cfg.metrics_bind,
                  server.server_address[1])

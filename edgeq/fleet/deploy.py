@@ -16,7 +16,7 @@ from device_agent.connection import Broker, properties
 from device_agent.preprocessing import Contract
 from device_agent.protocol import chunk_topic, command
 from device_agent.runtimes import LiteRTRuntime
-from device_agent.signing import SignatureError, sign
+from device_agent.signing import SignatureError, authorize
 
 from ..capture import captured_output
 from ..errors import DeviceUnreachable, InputError
@@ -68,6 +68,19 @@ def build_bundle(cfg: DeployConfig, path: Path) -> dict[str, Any]:
                         ref.data.y, ref.raw_outputs, extra={"source": str(cfg.model)})
 
 
+def signed_manifest(key: Path, device: str, bundle: bytes, meta: dict[str, Any], chunk_size: int,
+                    lifetime_s: float) -> dict[str, Any]:
+    """The deploy manifest: a statement signed for `device` (sequence, expiry, key id, bundle
+    and model sha256), plus how the bundle travels (chunks)."""
+    try:
+        statement = authorize(key, "deploy", device, lifetime_s, name=meta["name"],
+                              size=len(bundle), sha256=hashlib.sha256(bundle).hexdigest(),
+                              model_sha256=meta["model"]["sha256"])
+    except SignatureError as e:
+        raise InputError(str(e)) from e
+    return {**statement, "chunk_size": chunk_size, "chunks": -(-len(bundle) // chunk_size)}
+
+
 def _bundle_name(name: str) -> str:
     cleaned = "".join(ch if ch.isalnum() or ch in "_.+-" else "_" for ch in name)[:128]
     return cleaned or "model"
@@ -81,15 +94,11 @@ def deploy(cfg: DeployConfig) -> dict[str, Any]:
         bundle_path = Path(tmp) / "bundle.zip"
         meta = build_bundle(cfg, bundle_path)
         data = bundle_path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        signature = sign(cfg.key, sha)
-    except SignatureError as e:
-        raise InputError(str(e)) from e
-    manifest = {"name": meta["name"], "size": len(data), "sha256": sha,
-                "model_sha256": meta["model"]["sha256"], "chunk_size": cfg.chunk_size,
-                "chunks": -(-len(data) // cfg.chunk_size), "signature": signature}
-    cmd = command("deploy", new_command_id("deploy"), manifest=manifest)
+    manifest = signed_manifest(cfg.key, cfg.device, data, meta, cfg.chunk_size,
+                               lifetime_s=max(300.0, 3 * cfg.timeout_s))
+    sha = manifest["sha256"]
+    cmd = command("deploy", new_command_id("deploy"), manifest=manifest,
+                  expires=round(time.time() + cfg.timeout_s, 3))
     built = time.perf_counter()
     with HostSession(cfg.broker, max_inflight=max(20, manifest["chunks"])) as session:
         session.issue(cfg.device, cmd, cfg.timeout_s)

@@ -14,42 +14,51 @@ COLUMNS = ("device", "arch", "runtime", "model", "sha256", "reports", "p50_ms", 
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (device, model): the latest figures of each kind, and the report count."""
+    """One row per (device, model): the latest figures of each kind, and the report count.
+    Optional fields may be missing (older agents, failed runs): they show as empty."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in sorted(results, key=lambda r: r["ts"]):
-        key = (r["device"], r["model"]["sha256"])
+    for r in sorted(results, key=lambda r: _number(r.get("ts")) or 0.0):
+        model, runtime = _dict(r.get("model")), _dict(r.get("runtime"))
+        key = (str(r.get("device")), str(model.get("sha256")))
         row = rows.setdefault(key, {c: None for c in COLUMNS} | {"reports": 0})
-        row.update(device=r["device"], arch=r["arch"], model=r["model"].get("name"),
-                   sha256=r["model"]["sha256"][:12],
-                   runtime=f"{r['runtime'].get('name')} {r['runtime'].get('version')}")
+        row.update(device=key[0], arch=r.get("arch"), model=model.get("name"),
+                   sha256=key[1][:12], runtime=f"{runtime.get('name')} {runtime.get('version')}")
         row["reports"] += 1
         row["errors"] = len(r.get("errors") or []) or None
-        _take_latency(row, r.get("latency"))
-        _take_power(row, r.get("power"))
-        _take_accuracy(row, r.get("accuracy"))
+        _take_latency(row, _dict(r.get("latency")))
+        _take_power(row, _dict(r.get("power")))
+        _take_accuracy(row, _dict(r.get("accuracy")))
     return [rows[k] for k in sorted(rows)]
 
 
-def _take_latency(row: dict[str, Any], latency: dict[str, Any] | None) -> None:
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _take_latency(row: dict[str, Any], latency: dict[str, Any]) -> None:
     if latency:
-        row.update(p50_ms=latency["p50_ms"], p90_ms=latency["p90_ms"], p99_ms=latency["p99_ms"])
+        row.update({k: _number(latency.get(k)) for k in ("p50_ms", "p90_ms", "p99_ms")})
 
 
-def _take_power(row: dict[str, Any], power: dict[str, Any] | None) -> None:
-    if power and power.get("energy_per_inference_mj") is not None:
-        row["energy_mj"] = power["energy_per_inference_mj"]
+def _take_power(row: dict[str, Any], power: dict[str, Any]) -> None:
+    energy = _number(power.get("energy_per_inference_mj"))
+    if energy is not None:
+        row["energy_mj"] = energy
 
 
-def _take_accuracy(row: dict[str, Any], acc: dict[str, Any] | None) -> None:
-    if not acc:
-        return
-    task, host, agree = acc.get("task"), acc.get("host_task"), acc.get("agreement")
+def _take_accuracy(row: dict[str, Any], acc: dict[str, Any]) -> None:
+    task, host, agree = (_dict(acc.get(k)) for k in ("task", "host_task", "agreement"))
     if task:
-        row.update(metric=task["metric"], value=task["value"])
+        row.update(metric=task.get("metric"), value=_number(task.get("value")))
     if host:
-        row["host_value"] = host["value"]
+        row["host_value"] = _number(host.get("value"))
     if agree:
-        row.update(exact_match=agree["exact_match_rate"], max_lsb=agree["max_abs_diff_lsb"])
+        row.update(exact_match=_number(agree.get("exact_match_rate")),
+                   max_lsb=_number(agree.get("max_abs_diff_lsb")))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -34,7 +34,17 @@ CREATE TABLE IF NOT EXISTS reports (
     payload       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_device_model ON reports (device, model_sha256, ts);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ts   REAL NOT NULL,
+    topic         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    bytes         INTEGER NOT NULL,
+    payload       BLOB NOT NULL
+);
 """
+QUARANTINE_KEEP_BYTES = 64 * 1024  # of each refused payload, for inspection
+QUARANTINE_MAX_ROWS = 10_000  # oldest dropped past this
 
 
 class ResultStore(Protocol):
@@ -43,6 +53,8 @@ class ResultStore(Protocol):
     def add(self, results: list[dict[str, Any]]) -> int: ...
 
     def results(self, device: str | None = None) -> list[dict[str, Any]]: ...
+
+    def quarantine(self, entries: list[tuple[str, str, bytes]]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -93,12 +105,36 @@ class SQLiteStore:
                                 [_row(r) for r in results])
             return self.db.total_changes - before
 
+    def quarantine(self, entries: list[tuple[str, str, bytes]]) -> None:
+        """Keep refused messages (topic, reason, payload) for inspection, bounded in size."""
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO quarantine (received_ts, topic, reason, bytes, payload) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(time.time(), t[:512], r[:1000], len(p), bytes(p[:QUARANTINE_KEEP_BYTES]))
+                 for t, r, p in entries])
+            self.db.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?",
+                            (QUARANTINE_MAX_ROWS,))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Refused messages, newest first."""
+        rows = self.db.execute("SELECT received_ts, topic, reason, bytes FROM quarantine "
+                               "ORDER BY id DESC")
+        return [{"received_ts": ts, "topic": t, "reason": r, "bytes": n} for ts, t, r, n in rows]
+
     def results(self, device: str | None = None) -> list[dict[str, Any]]:
         """Stored result messages, oldest first."""
         query, params = "SELECT payload FROM reports", ()
         if device:
             query, params = query + " WHERE device = ?", (device,)
-        return [json.loads(p) for (p,) in self.db.execute(query + " ORDER BY ts, report_id", params)]
+        rows = self.db.execute(query + " ORDER BY ts, report_id", params)
+        out = []
+        for (payload,) in rows:  # rows stored by older collectors may not parse: skip them
+            try:
+                out.append(json.loads(payload))
+            except ValueError:
+                continue
+        return out
 
     def close(self) -> None:
         self.db.close()
