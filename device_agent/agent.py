@@ -235,7 +235,7 @@ class Agent:
         elif name == resend_topic():
             if time.monotonic() - self.last_resend_request >= RESEND_MIN_INTERVAL_S:
                 self.last_resend_request = time.monotonic()  # a forged flood cannot amplify
-                self._resend_spool(older_than_s=RESEND_MIN_INTERVAL_S)
+                self._resend_spool()
 
     def _on_command(self, payload: bytes) -> None:
         try:

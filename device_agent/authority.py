@@ -91,6 +91,7 @@ class Authority:
         if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
                    for t in (issued, expires)):
             raise NotAuthorized("issued/expires must be Unix times")
+        issued, expires = float(issued), float(expires)  # type: ignore[arg-type]
         if expires < now:
             raise NotAuthorized(f"expired {now - expires:.0f} s ago")
         if issued > now + CLOCK_SKEW_S:

@@ -245,7 +245,8 @@ def _need(ok: Any, field: str, expected: str) -> None:
 
 def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
     value = parent.get(key)
-    _need(isinstance(value, dict), key, "an object")
+    if not isinstance(value, dict):
+        raise BundleError(f"{META}: '{key}' must be an object")
     return value
 
 
@@ -255,7 +256,8 @@ def _int(value: Any, low: int, high: int) -> bool:
 
 def _specs(io_: dict[str, Any], side: str) -> list[dict[str, Any]]:
     specs = io_.get(side)
-    _need(isinstance(specs, list) and 1 <= len(specs) <= 64, f"io.{side}", "a list of 1-64 tensors")
+    if not isinstance(specs, list) or not 1 <= len(specs) <= 64:
+        raise BundleError(f"{META}: 'io.{side}' must be a list of 1-64 tensors")
     for k, spec in enumerate(specs):
         where = f"io.{side}[{k}]"
         _need(isinstance(spec, dict), where, "an object")
@@ -274,7 +276,8 @@ def _specs(io_: dict[str, Any], side: str) -> list[dict[str, Any]]:
 
 def _contracts(meta: dict[str, Any], input_names: list[str]) -> None:
     contracts = meta.get("preprocessing") or []
-    _need(isinstance(contracts, list) and len(contracts) <= 64, "preprocessing", "a list")
+    if not isinstance(contracts, list) or len(contracts) > 64:
+        raise BundleError(f"{META}: 'preprocessing' must be a list of at most 64 contracts")
     for k, c in enumerate(contracts):
         try:
             contract = Contract.from_dict(c)

@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                    help="results kept on disk while the broker is unreachable")
     p.add_argument("--transfer-timeout", type=float, default=120.0,
                    help="abort a deploy whose chunks stop arriving for this many seconds")
+    p.add_argument("--transfer-deadline", type=float, default=1800.0,
+                   help="abort a deploy not complete this many seconds after it started, however "
+                        "its chunks trickle (also bounded by the signed manifest's expiry)")
     p.add_argument("--resend-after", type=float, default=60.0,
                    help="resend a result no collector has acknowledged after this many seconds")
     p.add_argument("--child-python", default="",
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = AgentConfig(broker, check_device_id(args.device_id), args.data_dir,
                           args.trust_key, args.runtime, args.power,
                           int(args.max_bundle_mb * 2**20), args.spool_limit, args.transfer_timeout,
+                          transfer_deadline_s=args.transfer_deadline,
                           resend_after_s=args.resend_after,
                           child_python=tuple(shlex.split(args.child_python)))
         agent = Agent(cfg, _probes(args.sysfs_root))

@@ -153,3 +153,22 @@ def collectors(tmp_path: Path, broker):  # noqa: ANN001, ANN201
     yield start
     for collector in started:
         collector.stop()
+
+
+@pytest.fixture(scope="session")
+def gelu_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An int8 model LiteRT runs but TFLite Micro cannot (no GELU kernel in tflite-micro)."""
+    import keras
+
+    from edgeq.convert import ConvertConfig, convert
+
+    root = tmp_path_factory.mktemp("gelu")
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="gelu"),
+                              keras.layers.Dense(3)])
+    model.save(root / "gelu.keras")
+    np.savez(root / "calib.npz", x=np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32))
+    result = convert(ConvertConfig(root / "gelu.keras", root / "out", root / "calib.npz",
+                                   show_progress=False))
+    assert not result.report["tflm"]["runs"], "fixture needs a model TFLM cannot run"
+    return root / "out" / "model.tflite"

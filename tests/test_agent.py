@@ -5,88 +5,18 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 from conftest import bundled
+from fleet_helpers import (QUICK, active_sha, deploy_to, host, ping, raw_deploy, signed_bundle,
+                           status_of, wait_online)
 from mqtt_env import stored_rows, wait_until
 
-from device_agent.connection import Broker
-from device_agent.protocol import chunk_topic, encode, topic
+from device_agent.protocol import encode, topic
 from device_agent.signing import generate_keys
 from edgeq.errors import DeviceRefused, DeviceUnreachable
-from edgeq.fleet.deploy import DeployConfig, build_bundle, deploy, signed_manifest
 from edgeq.fleet.remote import request_report
-from edgeq.fleet.session import HostSession, new_command_id
-
-QUICK = {"runs": 20, "warmup": 2, "power_window_s": 0.2}
-
-
-def host(broker) -> Broker:  # noqa: ANN001
-    return Broker.from_url(broker.url)
-
-
-def status_of(broker, device: str) -> dict[str, Any] | None:  # noqa: ANN001
-    """The retained status of `device`, or None."""
-    with HostSession(host(broker)) as s:
-        s.subscribe(topic(device, "status"))
-        try:
-            return s.wait_for(lambda n, m: True, 1.0, "status")[1]
-        except DeviceUnreachable:
-            return None
-
-
-def wait_online(broker, device: str, model_sha: str | None = None) -> dict[str, Any]:  # noqa: ANN001
-    def ready() -> dict[str, Any] | None:
-        s = status_of(broker, device)
-        ok = s and s["state"] == "online" and (model_sha is None or
-                                               (s.get("model") or {}).get("sha256") == model_sha)
-        return s if ok else None
-    return wait_until(ready, 30, f"{device} online")
-
-
-def deploy_to(broker, device: str, model: Path, key: Path, **kw: Any) -> dict[str, Any]:  # noqa: ANN001
-    return deploy(DeployConfig(model, device, host(broker), key, show_progress=False,
-                               timeout_s=30, **kw))
-
-
-def signed_bundle(tmp: Path, model: Path, key: Path, eval_: Path | None = None,
-                  chunk_size: int = 16 * 1024, device: str = "dev1",
-                  lifetime_s: float = 300.0) -> tuple[bytes, dict[str, Any]]:
-    """A bundle and its manifest signed for `device`, as `edgeq deploy` makes them."""
-    meta = build_bundle(DeployConfig(model, "x", Broker("h", 1), key, eval_), tmp / "b.zip")
-    data = (tmp / "b.zip").read_bytes()
-    return data, signed_manifest(key, device, data, meta, chunk_size, lifetime_s)
-
-
-def raw_deploy(broker, device: str, data: bytes, manifest: dict[str, Any],  # noqa: ANN001
-               corrupt: int | None = None, send: int | None = None,
-               cmd_id: str | None = None) -> dict[str, Any]:
-    """Speak the deploy protocol by hand: optionally flip a byte of chunk `corrupt`, or send
-    only the first `send` chunks. Returns the final event; a rejection raises DeviceRefused."""
-    cmd_id = cmd_id or new_command_id("deploy")
-    with HostSession(host(broker)) as s:
-        s.subscribe(topic(device, "event"))
-        s.client.publish(topic(device, "cmd"), encode({"id": cmd_id, "type": "deploy",
-                                                       "manifest": manifest}), qos=1)
-        s.answer(device, cmd_id, ("ready",), 15, "ready")
-        size = manifest["chunk_size"]
-        for n in range(manifest["chunks"] if send is None else send):
-            chunk = bytearray(data[n * size:(n + 1) * size])
-            if n == corrupt:
-                chunk[len(chunk) // 2] ^= 0xFF
-            s.client.publish(chunk_topic(device, cmd_id, n), bytes(chunk), qos=1)
-        return s.answer(device, cmd_id, ("activated",), 30, "verdict")
-
-
-def ping(broker, device: str) -> dict[str, Any]:  # noqa: ANN001
-    cmd_id = new_command_id("ping")  # the agent ignores a command id it has seen
-    with HostSession(host(broker)) as s:
-        s.subscribe(topic(device, "event"))
-        s.client.publish(topic(device, "cmd"), encode({"id": cmd_id, "type": "ping"}), qos=1)
-        return s.answer(device, cmd_id, ("pong",), 15, "pong")
-
+from edgeq.fleet.session import HostSession
 
 @pytest.fixture()
 def deployed(broker, agents, cnn_int8: Path, signing_keys):  # noqa: ANN001, ANN201
@@ -150,10 +80,6 @@ def test_preprocessing_contract_travels_and_is_applied_on_the_device(
 
 
 # -- deploy failures: the old model stays active -------------------------------------------------
-
-def active_sha(broker, device: str) -> str:  # noqa: ANN001
-    return ping(broker, device)["status"]["model"]["sha256"]
-
 
 def test_corrupted_chunk_is_rejected_and_the_old_model_keeps_answering(
         tmp_path: Path, broker, deployed, cnn_int8, signing_keys) -> None:  # noqa: ANN001
@@ -341,22 +267,3 @@ def test_results_spooled_before_an_agent_restart_are_delivered(tmp_path: Path, b
     agents("dev5")  # same data dir: resends its spool after connecting
     rows = wait_until(lambda: stored_rows(db), 60, "the spooled result in SQLite")
     assert len(rows) == 1 and rows[0][1] == "dev5"
-
-
-@pytest.fixture(scope="session")
-def gelu_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An int8 model LiteRT runs but TFLite Micro cannot (no GELU kernel in tflite-micro)."""
-    import keras
-
-    from edgeq.convert import ConvertConfig, convert
-
-    root = tmp_path_factory.mktemp("gelu")
-    keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="gelu"),
-                              keras.layers.Dense(3)])
-    model.save(root / "gelu.keras")
-    np.savez(root / "calib.npz", x=np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32))
-    result = convert(ConvertConfig(root / "gelu.keras", root / "out", root / "calib.npz",
-                                   show_progress=False))
-    assert not result.report["tflm"]["runs"], "fixture needs a model TFLM cannot run"
-    return root / "out" / "model.tflite"

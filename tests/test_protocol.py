@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from device_agent.protocol import (ProtocolError, check_manifest, check_result, chunk_topic,
-                                   command, device_of, encode, parse_ack, parse_chunk_topic,
-                                   parse_command, shared_results, topic)
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device_agent.bundle import BundleError, _check_meta
+from device_agent.protocol import (
+    ProtocolError,
+    check_manifest,
+    check_result,
+    chunk_topic,
+    command,
+    decode,
+    device_of,
+    encode,
+    parse_ack,
+    parse_chunk_topic,
+    parse_command,
+    shared_results,
+    topic,
+)
 
 MANIFEST = {"name": "cnn", "size": 10_000, "sha256": "a" * 64, "model_sha256": "b" * 64,
             "chunks": 3, "chunk_size": 4096, "signature": "c2ln", "kind": "deploy",
@@ -92,3 +109,53 @@ def test_acks_carry_report_ids_only() -> None:
     assert parse_ack(encode({"report_ids": ["r" * 32]})) == ["r" * 32]
     with pytest.raises(ProtocolError):
         parse_ack(encode({"report_ids": ["../x"]}))
+
+
+# -- fuzz: every decoder is total (its own error, never anything else), bounded in time -------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=5)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=5), max_leaves=30)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value).encode()  # NaN/Infinity included on purpose
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), JSON.map(_json_bytes)))
+def test_fuzz_command_ack_and_result_decoders_are_total(payload: bytes) -> None:
+    for parse in (parse_command, parse_ack, lambda p: check_result(decode(p, "result"))):
+        try:
+            parse(payload)
+        except ProtocolError:
+            pass
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["id", "type", "runs", "min_seconds", "manifest",
+                                        "authorization", "expires", "report_ids"]), JSON))
+def test_fuzz_structured_commands_are_total(message: dict) -> None:
+    message.setdefault("id", "f1")
+    for kind in ("benchmark", "deploy", "rollback", "ping"):
+        try:
+            parse_command(_json_bytes({**message, "type": kind}))
+        except ProtocolError:
+            pass
+
+
+@FUZZ
+@given(st.text(max_size=40), st.text(max_size=12))
+def test_fuzz_chunk_topics_are_total(deploy_id: str, index: str) -> None:
+    parsed = parse_chunk_topic(f"edgeq/v1/dev/deploy/{deploy_id}/{index}")
+    assert parsed is None or (parsed[0] == deploy_id and 0 <= parsed[1] < 10**7)
+
+
+@FUZZ
+@given(JSON)
+def test_fuzz_bundle_metadata_checks_are_total(meta: object) -> None:
+    try:
+        _check_meta(meta if isinstance(meta, dict) else {"x": meta}, {"bundle.json", "model.tflite"})
+    except BundleError:
+        pass
