@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= out/demo
 
-.PHONY: install system-deps arm64-env test demo bench examples clean
+.PHONY: install system-deps arm64-env lint test test-fast demo bench examples clean
 
 # Debian packages: compilers (export micro), mosquitto, qemu/debootstrap/iproute2 (root + apt-get).
 system-deps:
@@ -14,10 +14,19 @@ arm64-env:
 	bash .ci/arm64-env.sh || echo "arm64-env: not built; tests/test_qemu.py will be skipped" >&2
 
 install:
-	$(PIP) install --quiet --disable-pip-version-check -e '.[host,test]'
+	$(PIP) install --quiet --disable-pip-version-check -e '.[host,test,lint]'
 
-test: system-deps install arm64-env
+# ruff (rules in pyproject.toml) and mypy, both at zero findings; `make test` runs them first.
+lint: install
+	$(PYTHON) -m ruff check edgeq device_agent tests bench examples
+	$(PYTHON) -m mypy
+
+test: system-deps install arm64-env lint
 	$(PYTHON) -m pytest -q
+
+# The unit tier only (no TensorFlow conversion, interpreters, broker or subprocesses): < 1 min.
+test-fast: install
+	$(PYTHON) -m pytest -q -m unit
 
 demo: system-deps install
 	OUT=$(OUT) PYTHON=$(PYTHON) bash examples/demo.sh

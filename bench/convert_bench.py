@@ -22,19 +22,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from device_agent.runtimes import LiteRTRuntime, quantize  # noqa: E402
-from edgeq.baseline import plain_tf_int8  # noqa: E402
-from edgeq.calibrate import calibrate  # noqa: E402
-from edgeq.capture import captured_output  # noqa: E402
-from edgeq.data import load_dataset  # noqa: E402
-from edgeq.evaluate import compare, run_model  # noqa: E402
-from edgeq.load import load_model  # noqa: E402
-from edgeq.measure import latency_ms  # noqa: E402
-from edgeq.opspec import select_ops  # noqa: E402
-from edgeq.session import QuantSession  # noqa: E402
-from edgeq.quantize import Precision  # noqa: E402
+from device_agent.runtimes import LiteRTRuntime, quantize
+from edgeq.baseline import plain_tf_int8
+from edgeq.calibrate import calibrate
+from edgeq.capture import captured_output
+from edgeq.data import load_dataset
+from edgeq.evaluate import compare, run_model
+from edgeq.load import load_model
+from edgeq.measure import latency_ms
+from edgeq.opspec import select_ops
+from edgeq.quantize import Precision
+from edgeq.session import QuantSession
 
 MIXED_OPS = ("SOFTMAX", "BATCH_MATMUL")
 
@@ -46,7 +46,7 @@ def edgeq_int8(model_path: Path, calib_path: Path) -> bytes:
     return QuantSession(model, calib, show_progress=False).quantize(set()).tflite
 
 
-def median_time(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
+def median_time(fn, repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
         start = time.perf_counter()

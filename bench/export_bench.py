@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgeq.convert import ConvertConfig, convert  # noqa: E402
-from edgeq.micro import MicroConfig, export_micro  # noqa: E402
+from edgeq.convert import ConvertConfig, convert
+from edgeq.micro import MicroConfig, export_micro
 
 CASES = [  # (example, convert options)
     ("digits_cnn", {"mode": "int8"}),

@@ -33,16 +33,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import numpy as np  # noqa: E402
-from mqtt_env import AgentProcess, CollectorProcess, Mosquitto, stored_rows, wait_until  # noqa: E402
+import contextlib
 
-from device_agent.connection import Broker, make_client  # noqa: E402
-from device_agent.protocol import encode, topic  # noqa: E402
-from device_agent.runtimes import LiteRTRuntime  # noqa: E402
-from device_agent.signing import generate_keys  # noqa: E402
-from edgeq.fleet.deploy import DeployConfig, build_bundle, deploy  # noqa: E402
-from edgeq.fleet.remote import request_report  # noqa: E402
-from edgeq.fleet.session import HostSession  # noqa: E402
+import numpy as np
+from mqtt_env import AgentProcess, CollectorProcess, Mosquitto, stored_rows, wait_until
+
+from device_agent.connection import Broker, make_client
+from device_agent.protocol import encode, topic
+from device_agent.runtimes import LiteRTRuntime
+from device_agent.signing import generate_keys
+from edgeq.fleet.deploy import DeployConfig, build_bundle, deploy
+from edgeq.fleet.remote import request_report
+from edgeq.fleet.session import HostSession
 
 
 def mlp_int8(root: Path, inputs: int, hidden: tuple[int, ...]) -> Path:
@@ -53,7 +55,7 @@ def mlp_int8(root: Path, inputs: int, hidden: tuple[int, ...]) -> Path:
 
     keras.utils.set_random_seed(0)
     layers = [keras.Input((inputs,))] + [keras.layers.Dense(h, activation="relu") for h in hidden]
-    model = keras.Sequential(layers + [keras.layers.Dense(10)])
+    model = keras.Sequential([*layers, keras.layers.Dense(10)])
     name = f"mlp_{inputs}_" + "_".join(map(str, hidden))
     model.save(root / f"{name}.keras")
     np.savez(root / f"{name}_calib.npz",
@@ -156,10 +158,8 @@ def bench_collector(broker: Mosquitto, work: Path, n_agents: int, rate: float, s
     published = time.perf_counter()
     for info in infos:
         info.wait_for_publish(30)
-    try:
+    with contextlib.suppress(AssertionError):
         wait_until(lambda: len(stored_rows(db)) >= total, 120, "every result stored", 0.2)
-    except AssertionError:
-        pass
     done = time.perf_counter()
     cpu = cpu_seconds(collector.proc.pid) - cpu0
     stored = len(stored_rows(db))

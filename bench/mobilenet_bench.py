@@ -26,15 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import edgeq.quantize  # noqa: E402
-from edgeq.compare import compare_runtimes  # noqa: E402
-from edgeq.convert import ConvertConfig, convert  # noqa: E402
-from edgeq.errors import EdgeqError  # noqa: E402
-from edgeq.evaluate import quantized_reference, run_model  # noqa: E402
-from edgeq.flatbuffer import external_buffers  # noqa: E402
-from edgeq.load import from_tflite_bytes as load_model_bytes  # noqa: E402
-from edgeq.load import load_model  # noqa: E402
-from edgeq.micro import MicroConfig, export_micro  # noqa: E402
+import edgeq.quantize
+from edgeq.compare import compare_runtimes
+from edgeq.convert import ConvertConfig, convert
+from edgeq.errors import EdgeqError
+from edgeq.evaluate import quantized_reference, run_model
+from edgeq.flatbuffer import external_buffers
+from edgeq.load import from_tflite_bytes as load_model_bytes
+from edgeq.load import load_model
+from edgeq.micro import MicroConfig, export_micro
 
 CACHE = Path(os.environ.get("EDGEQ_CACHE_DIR", Path.home() / ".cache" / "edgeq")) / "bench"
 

@@ -27,14 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from edgeq.baseline import plain_litert_quantizer, plain_tf_16x8, plain_tf_int8  # noqa: E402
-from edgeq.evaluate import compare, run_model  # noqa: E402
-from edgeq.measure import Point, latency_ms  # noqa: E402
-from edgeq.pareto import dominates, frontier  # noqa: E402
-from edgeq.quantize import Precision  # noqa: E402
-from edgeq.search import SearchResult, search  # noqa: E402
+from edgeq.baseline import plain_litert_quantizer, plain_tf_16x8, plain_tf_int8
+from edgeq.evaluate import compare, run_model
+from edgeq.measure import Point, latency_ms
+from edgeq.pareto import dominates, frontier
+from edgeq.quantize import Precision
+from edgeq.search import SearchResult, search
 
 # (example, metric, rewrites, role in the issue's targets)
 CASES = [
@@ -55,7 +55,7 @@ def paths(name: str) -> tuple[Path, Path, Path]:
 
 def covered(front: list[Point], p: Point) -> bool:
     """p is on the frontier or dominated by (or equal to) a frontier point."""
-    return any(f.score >= p.score and f.bytes <= p.bytes for f in front)
+    return any(f.score >= p.score and f.size_bytes <= p.size_bytes for f in front)
 
 
 def baseline_point(result: SearchResult, label: str, tflite: bytes) -> Point:
@@ -80,7 +80,7 @@ def baselines(result: SearchResult, model_path: Path, rewrites: tuple) -> dict[s
     for name, make in makers.items():
         try:
             out[name] = baseline_point(result, name, make())
-        except Exception as e:  # noqa: BLE001 - a failing baseline is a result
+        except Exception as e:
             out[name] = f"fails: {' '.join(str(e).split())[:160]}"
     attention = {op.index for op in study.session.ops if op.op in ATTENTION_OPS} & study.allowed
     if attention:
@@ -145,7 +145,7 @@ def bench_case(name: str, metric: str, rewrites: tuple, n_random: int) -> dict:
         "chosen": _brief(chosen) if chosen else None,
         "chosen_recovers_share_of_gap": round((chosen.score - int8.score) / gap, 3)
         if chosen and gap > 0 else None,
-        "chosen_vs_int8": {"size": round(chosen.bytes / int8.bytes, 3),
+        "chosen_vs_int8": {"size": round(chosen.size_bytes / int8.size_bytes, 3),
                            "latency": round(chosen.latency_ms / int8.latency_ms, 3)} if chosen else None,
         "best_value": max(result.points, key=lambda p: p.score).value,
         "verdict": r["verdict"]["text"],
@@ -161,7 +161,7 @@ def bench_case(name: str, metric: str, rewrites: tuple, n_random: int) -> dict:
 
 def _brief(p: Point) -> dict:
     return {"label": p.label, "value": round(p.value, 4), "sqnr_db": round(p.sqnr_db, 2),
-            "bytes": p.bytes, "latency_ms": round(p.latency_ms, 4), "int16_ops": p.int16_ops}
+            "bytes": p.size_bytes, "latency_ms": round(p.latency_ms, 4), "int16_ops": p.int16_ops}
 
 
 def scale_case() -> dict:
@@ -221,7 +221,8 @@ def targets(cases: list[dict]) -> dict:
             c["frontier_dominated_by_int8_int16x8_or_attention_plan"] for c in cases),
         "other_quantizers_dominating_a_frontier_point": {
             f"{c['model']}{'+rw' if c['rewrites'] else ''}": {k: v for k, v in
-                                                             c["frontier_points_dominated_by_a_baseline"].items() if v}
+                                                             c["frontier_points_dominated_by_a_baseline"].items()
+                                                             if v}
             for c in cases if any(c["frontier_points_dominated_by_a_baseline"].values())},
         "random_plans_covered_share_min": min(c["random_plans"]["share"] for c in cases),
         "concentrated": {"recovered_share": outlier["chosen_recovers_share_of_gap"],

@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from mqtt_env import CollectorProcess, Mosquitto, stored_rows, wait_until  # noqa: E402
+from mqtt_env import CollectorProcess, Mosquitto, stored_rows, wait_until
 
-from device_agent.agent import Agent, AgentConfig  # noqa: E402
-from device_agent.connection import Broker, make_client  # noqa: E402
-from device_agent.protocol import encode, resend_topic, topic  # noqa: E402
-from device_agent.signing import generate_keys  # noqa: E402
+from device_agent.agent import Agent, AgentConfig
+from device_agent.connection import Broker, make_client
+from device_agent.protocol import encode, resend_topic, topic
+from device_agent.signing import generate_keys
 
 RESULT = {"schema_version": 1, "cmd_id": "b1", "type": "benchmark", "agent": {},
           "arch": "x86_64", "runtime": {"name": "sim"}, "model": {"sha256": "f" * 64},
@@ -84,7 +84,7 @@ def main() -> None:
     _, public = generate_keys(root / "keys")
     devices = [f"soak-{k}" for k in range(args.agents)]
     stop = threading.Event()
-    agents, threads = start_agents(devices, broker, root, public, stop)
+    _agents, threads = start_agents(devices, broker, root, public, stop)
     wait_until(lambda: root.joinpath("r.sqlite").exists(), 30, "the collector")
     time.sleep(2.0)
     started = time.monotonic()
@@ -182,7 +182,7 @@ def ping_all(broker: Mosquitto, devices: list[str]) -> int:
     return len(set(ids) & pongs)
 
 
-def _client(broker: Mosquitto, name: str):  # noqa: ANN202
+def _client(broker: Mosquitto, name: str):
     client = make_client(Broker.from_url(broker.url), f"{name}-{os.getpid()}")
     client.max_queued_messages_set(0)
     client.connect(broker.host, broker.port)

@@ -12,6 +12,7 @@ the agent carries on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -33,9 +34,22 @@ from .connection import Broker, make_client, properties
 from .evaluate import evaluate, raw_samples
 from .loadcheck import check_in_child
 from .power import PowerProbe, detect_probe, measure_power, unavailable_power
-from .protocol import (Command, ProtocolError, check_result, chunk_filter, encode, event_message,
-                       finite_or_null, parse_ack, parse_chunk_topic, parse_command, resend_topic,
-                       signed_part, status_message, topic)
+from .protocol import (
+    Command,
+    ProtocolError,
+    check_result,
+    chunk_filter,
+    encode,
+    event_message,
+    finite_or_null,
+    parse_ack,
+    parse_chunk_topic,
+    parse_command,
+    resend_topic,
+    signed_part,
+    status_message,
+    topic,
+)
 from .runtimes import Runtime, open_runtime, resolve_runtime
 from .signing import load_public_key, sha256_file
 from .spool import Spool
@@ -84,7 +98,7 @@ class Agent:
     """One device's agent. `run(stop)` blocks until `stop` is set."""
 
     def __init__(self, cfg: AgentConfig,
-                 probe_registry: dict[str, Callable[[], PowerProbe]] | None = None) -> None:
+                 probe_registry: dict[str, Callable[..., PowerProbe]] | None = None) -> None:
         self.cfg = cfg
         self.device = cfg.device_id
         self.store = ModelStore(cfg.data_dir)
@@ -132,10 +146,8 @@ class Agent:
         next_tick = 0.0
         try:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._dispatch_safely(self.events.get(timeout=0.5))
-                except queue.Empty:
-                    pass
                 if time.monotonic() >= next_tick:  # timers, even while messages keep coming
                     next_tick = time.monotonic() + 0.5
                     self._dispatch_safely(("tick",))
@@ -151,23 +163,19 @@ class Agent:
                 self._resend_overdue()
             else:
                 self._dispatch(item)
-        except Exception as e:  # noqa: BLE001 - no input may stop the agent
+        except Exception as e:
             log.exception("unexpected error handling %s", str(item[:2])[:200])
-            try:
+            with contextlib.suppress(Exception):
                 self._event(None, "error", None, f"internal error: {type(e).__name__}: "
                                                  f"{str(e)[:300]}")
-            except Exception:  # noqa: BLE001 - even the report of it must not stop the agent
-                pass
 
     def _shutdown(self) -> None:
         info = self.client.publish(topic(self.device, "status"),
                                    encode(self._status("offline", reason="agent stopped")),
                                    qos=1, retain=True)
         if info.rc == 0:
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
         if self.transfer:
@@ -232,10 +240,10 @@ class Agent:
             self._on_command(payload)
         elif name == topic(self.device, "ack"):
             self._on_ack(payload)
-        elif name == resend_topic():
-            if time.monotonic() - self.last_resend_request >= RESEND_MIN_INTERVAL_S:
-                self.last_resend_request = time.monotonic()  # a forged flood cannot amplify
-                self._resend_spool()
+        elif name == resend_topic() and \
+                time.monotonic() - self.last_resend_request >= RESEND_MIN_INTERVAL_S:
+            self.last_resend_request = time.monotonic()  # a forged flood cannot amplify
+            self._resend_spool()
 
     def _on_command(self, payload: bytes) -> None:
         try:
@@ -260,7 +268,7 @@ class Agent:
                     "benchmark": self._measure, "evaluate": self._measure}
         try:
             handlers[cmd.type](cmd)
-        except Exception as e:  # noqa: BLE001 - one command failing must not stop the agent
+        except Exception as e:
             log.exception("command %s failed", cmd.id)
             self._event(cmd.id, "error", "failed", f"{type(e).__name__}: {e}")
 
@@ -343,10 +351,8 @@ class Agent:
         assert t is not None
         self.transfer = None
         self._set_busy(None)
-        try:
+        with contextlib.suppress(OSError):
             t.file.close()
-        except OSError:
-            pass
         t.path.unlink(missing_ok=True)
         self._reject(t.cmd_id, why)
 
@@ -456,7 +462,7 @@ class Agent:
             self._fill_result(cmd, bundle, result)
         except Interrupted as e:
             result["errors"].append(f"interrupted: the agent is stopping ({e})")
-        except Exception as e:  # noqa: BLE001 - the failure is the report
+        except Exception as e:
             log.exception("%s %s failed", cmd.type, cmd.id)
             result["errors"].append(f"{type(e).__name__}: {str(e)[:500]}")
         finally:
@@ -546,7 +552,7 @@ class Agent:
         held = set() if include_held else set(self.inflight.values())
         now = time.monotonic()
         for message in self.spool.pending():
-            report_id = message.get("report_id")
+            report_id = str(message.get("report_id"))
             if report_id in held or now - self.last_sent.get(report_id, -1e9) < older_than_s:
                 continue
             log.info("resending report %s (no collector has acknowledged it)", report_id)
@@ -581,8 +587,8 @@ def sendable(result: dict[str, Any]) -> dict[str, Any]:
     if it still fails the result schema, only its identity and the reason are kept."""
     clean, replaced = finite_or_null(result)
     if replaced:
-        clean["errors"] = list(clean.get("errors") or []) + [
-            f"non-finite values replaced by null: {', '.join(replaced[:10])}"]
+        clean["errors"] = [*list(clean.get("errors") or []),
+                           f"non-finite values replaced by null: {', '.join(replaced[:10])}"]
     try:
         check_result(clean)
         return clean
@@ -590,8 +596,8 @@ def sendable(result: dict[str, Any]) -> dict[str, Any]:
         keep = ("schema_version", "report_id", "cmd_id", "type", "device", "ts", "agent", "arch",
                 "runtime", "model")
         return {**{k: clean[k] for k in keep}, "latency": None, "power": None, "accuracy": None,
-                "errors": [str(x)[:500] for x in clean.get("errors") or []][:20]
-                + [f"report not valid protocol, contents dropped: {str(e)[:300]}"]}
+                "errors": [*[str(x)[:500] for x in clean.get("errors") or []][:20],
+                           f"report not valid protocol, contents dropped: {str(e)[:300]}"]}
 
 
 def _reserved_file(path: Path, size: int) -> BinaryIO:

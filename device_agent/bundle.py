@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import save_npz
 from .preprocessing import Contract
 from .protocol import SHA256_HEX, ProtocolError, decode
 from .runtimes import TensorSpec
@@ -67,12 +68,12 @@ def write_bundle(path: Path, model: bytes, name: str, inputs: list[TensorSpec],
         if y is not None:
             arrays["y"] = np.asarray(y)
         members[EVAL] = _npz_bytes(arrays)
-        meta["eval"] = {"file": EVAL, "samples": int(len(eval_inputs[0])),
+        meta["eval"] = {"file": EVAL, "samples": len(eval_inputs[0]),
                         "labels": None if y is None else
                         ("class" if np.issubdtype(np.asarray(y).dtype, np.integer) else "target")}
     if reference is not None:
         members[REFERENCE] = _npz_bytes({f"out_{i}": r for i, r in enumerate(reference)})
-        meta["reference"] = {"file": REFERENCE, "samples": int(len(reference[0]))}
+        meta["reference"] = {"file": REFERENCE, "samples": len(reference[0])}
     members[META] = (json.dumps(meta, indent=1) + "\n").encode()
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
         for member in MEMBERS:
@@ -83,7 +84,7 @@ def write_bundle(path: Path, model: bytes, name: str, inputs: list[TensorSpec],
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    save_npz(buffer, arrays)
     return buffer.getvalue()
 
 
@@ -281,7 +282,7 @@ def _contracts(meta: dict[str, Any], input_names: list[str]) -> None:
     for k, c in enumerate(contracts):
         try:
             contract = Contract.from_dict(c)
-        except Exception as e:  # noqa: BLE001 - any malformed contract is the bundle's fault
+        except Exception as e:
             raise BundleError(f"{META}: preprocessing[{k}] is not a contract ({e})") from None
         _need(contract.input in input_names, f"preprocessing[{k}].input", "a model input name")
 

@@ -8,12 +8,13 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from . import __version__
 from .connection import Broker, ConnectionConfigError
-from .power import SOURCES, probe_registry
+from .power import SOURCES, PowerProbe, probe_registry
 from .protocol import ProtocolError, check_device_id
 from .runtimes import RuntimeUnavailable, runtime_registry
 from .signing import SignatureError
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _probes(sysfs_root: Path | None):  # noqa: ANN202
+def _probes(sysfs_root: Path | None) -> dict[str, Callable[..., PowerProbe]] | None:
     if sysfs_root is None:
         return None
     registry = probe_registry()

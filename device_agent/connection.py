@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -91,10 +92,8 @@ def make_client(broker: Broker, client_id: str, **kwargs: Any) -> Any:
 
 def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
     """Small packets (PUBACKs, events) go out at once instead of waiting on Nagle."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 def properties(packet: str, **values: Any) -> Any:

@@ -65,7 +65,7 @@ def _child(bundle_dir: Path, runtime_name: str) -> int:
             sample = samples[0] if samples else [np.zeros(s.shape, s.dtype) for s in rt.inputs()]
             rt.infer(sample)
             print(json.dumps({"ok": True, "runtime": rt.name, "version": rt.version}))
-    except Exception as e:  # noqa: BLE001 - reported to the parent as data
+    except Exception as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(json.dumps({"ok": False, "runtime": runtime_name,
                           "error": f"{type(e).__name__}: {message}"}))
@@ -73,7 +73,7 @@ def _child(bundle_dir: Path, runtime_name: str) -> int:
     return 0
 
 
-def _check_io(rt, bundle) -> None:  # noqa: ANN001
+def _check_io(rt, bundle) -> None:
     """The interpreter must see the I/O the host described (dtype and shape)."""
     for kind, got, want in (("input", rt.inputs(), bundle.inputs()),
                             ("output", rt.outputs(), bundle.outputs())):

@@ -51,7 +51,7 @@ def agreement(device_raw: list[np.ndarray], host_raw: list[np.ndarray],
     the largest integer difference; cosine: of the dequantised outputs, worst output."""
     n = len(device_raw[0])
     same = np.ones(n, bool)
-    worst = 0
+    worst = 0.0
     for d, h in zip(device_raw, host_raw):
         diff = np.abs(d.reshape(n, -1).astype(np.float64) - h.reshape(n, -1).astype(np.float64))
         same &= np.all(diff == 0, axis=1)

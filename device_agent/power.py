@@ -46,8 +46,11 @@ class Reading:
 class PowerProbe(Protocol):
     """A power source. `read()` raises ProbeUnavailable when the source stops answering."""
 
-    name: str
-    notes: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def notes(self) -> tuple[str, ...]: ...
 
     def read(self) -> Reading: ...
 
@@ -227,7 +230,7 @@ def _vcgencmd() -> str:
         raise ProbeUnavailable(f"vcgencmd pmic_read_adc failed: {e}") from e
 
 
-def probe_registry() -> dict[str, Callable[[], PowerProbe]]:
+def probe_registry() -> dict[str, Callable[..., PowerProbe]]:
     """Probe constructors by source name, in `auto` preference order (whole-board sensors
     before SoC-only counters)."""
     return {"hwmon": HwmonProbe, "pi5": Pi5PmicProbe, "rapl": RaplProbe,
@@ -235,7 +238,7 @@ def probe_registry() -> dict[str, Callable[[], PowerProbe]]:
 
 
 def detect_probe(choice: str = "auto",
-                 registry: dict[str, Callable[[], PowerProbe]] | None = None
+                 registry: dict[str, Callable[..., PowerProbe]] | None = None
                  ) -> tuple[PowerProbe | None, str]:
     """(probe, '') for the chosen or first working source, else (None, why not)."""
     registry = registry or probe_registry()
@@ -286,10 +289,11 @@ class Sampler:
 
 def window_watts(readings: list[Reading]) -> float | None:
     """Mean power over a window: energy delta / time for counters, mean of instantaneous power."""
-    if readings and readings[0].joules is not None:
-        if len(readings) < 2 or readings[-1].t <= readings[0].t:
+    first, last = (readings[0].joules, readings[-1].joules) if readings else (None, None)
+    if first is not None:
+        if len(readings) < 2 or last is None or readings[-1].t <= readings[0].t:
             return None
-        return (readings[-1].joules - readings[0].joules) / (readings[-1].t - readings[0].t)
+        return (last - first) / (readings[-1].t - readings[0].t)
     watts = [r.watts for r in readings if r.watts is not None]
     return sum(watts) / len(watts) if watts else None
 

@@ -153,7 +153,7 @@ class Field:
                                     f"{type(value).__name__} {_short(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ProtocolError(f"{where}: '{name}' must be a finite number, got {value!r}")
-        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise ProtocolError(f"{where}: '{name}' = {value} is outside [{self.low}, {self.high}]")
         if self.pattern is not None and not self.pattern.match(value):
             raise ProtocolError(f"{where}: '{name}' = {_short(value)} does not match "

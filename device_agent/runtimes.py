@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -107,8 +107,13 @@ def spec_from_details(d: dict[str, Any], name: str | None = None) -> TensorSpec:
 class _RuntimeBase:
     name = "base"
     version = "unknown"
+    module = ""  # the package module that provides the interpreter
+    dist = ""  # its distribution name (for the version)
     _inputs: list[TensorSpec]
     _outputs: list[TensorSpec]
+
+    def __init__(self, model: bytes, **options: Any) -> None:  # each runtime opens a model
+        raise NotImplementedError
 
     def inputs(self) -> list[TensorSpec]:
         return list(self._inputs)
@@ -116,7 +121,7 @@ class _RuntimeBase:
     def outputs(self) -> list[TensorSpec]:
         return list(self._outputs)
 
-    def __enter__(self) -> _RuntimeBase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,8 +149,8 @@ class _RuntimeBase:
         if len(inputs) != len(self._inputs):
             raise ValueError(f"model has {len(self._inputs)} inputs, got {len(inputs)} arrays")
         checked = []
-        for arr, spec in zip(inputs, self._inputs):
-            arr = np.asarray(arr)
+        for given, spec in zip(inputs, self._inputs):
+            arr = np.asarray(given)
             if tuple(arr.shape) != spec.shape or arr.dtype.name != spec.dtype:
                 raise ValueError(
                     f"input '{spec.name}' needs {spec.dtype}{list(spec.shape)}, "
@@ -157,9 +162,6 @@ class _RuntimeBase:
 
 class _TfliteInterpreterRuntime(_RuntimeBase):
     """Shared by LiteRT and tflite-runtime: same Interpreter API, different packages."""
-
-    module = ""
-    dist = ""
 
     def __init__(self, model: bytes, num_threads: int = 1, use_xnnpack: bool = False,
                  preserve_all_tensors: bool = False, reference_kernels: bool = False) -> None:
@@ -310,7 +312,7 @@ def _dist_version(dist: str) -> str:
         return "unknown"
 
 
-def runtime_registry() -> dict[str, type]:
+def runtime_registry() -> dict[str, type[_RuntimeBase]]:
     """Known runtimes by name, in `auto` preference order."""
     return {"litert": LiteRTRuntime, "tflite-runtime": TfliteRuntime, "tflm": TFLMRuntime}
 

@@ -11,6 +11,7 @@ model to roll back to).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -64,7 +65,7 @@ def generate_keys(directory: Path) -> tuple[Path, Path]:
     return private_path, public_path
 
 
-def _private_key(private_key_path: Path):  # noqa: ANN202 - cryptography's Ed25519PrivateKey
+def _private_key(private_key_path: Path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -78,7 +79,7 @@ def _private_key(private_key_path: Path):  # noqa: ANN202 - cryptography's Ed255
     return key
 
 
-def key_id(public_key) -> str:  # noqa: ANN001 - cryptography's Ed25519PublicKey
+def key_id(public_key) -> str:
     """First 16 hex digits of the sha256 of the raw public key."""
     from cryptography.hazmat.primitives import serialization
 
@@ -110,14 +111,12 @@ def next_sequence(private_key_path: Path) -> int:
     except (OSError, ValueError):
         last = 0
     seq = max(int(time.time() * 1000), last + 1)
-    try:
+    with contextlib.suppress(OSError):  # read-only key directory: the clock alone orders them
         path.write_text(f"{seq}\n")
-    except OSError:
-        pass  # read-only key directory: the clock alone orders statements
     return seq
 
 
-def verify_statement(public_key, statement: dict[str, Any]) -> None:  # noqa: ANN001
+def verify_statement(public_key, statement: dict[str, Any]) -> None:
     """Raise SignatureError unless `statement['signature']` signs the rest of it."""
     from cryptography.exceptions import InvalidSignature
 
@@ -135,7 +134,7 @@ def verify_statement(public_key, statement: dict[str, Any]) -> None:  # noqa: AN
         raise SignatureError("signature does not match the trusted host key") from e
 
 
-def load_public_key(path: Path):  # noqa: ANN201 - cryptography's Ed25519PublicKey
+def load_public_key(path: Path):
     """The trusted host key (PEM) the agent checks every bundle against."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

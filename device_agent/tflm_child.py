@@ -12,11 +12,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from .arrays import save_npz
 
 
 @dataclass
@@ -43,8 +45,8 @@ def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: 
         if capture:
             (work / "tensors.txt").write_text(" ".join(str(int(i)) for i in capture))
         n_inputs = len(samples[0]) if samples else 0
-        np.savez(work / "inputs.npz", **{f"in_{i}": np.stack([s[i] for s in samples])
-                                         for i in range(n_inputs)})
+        save_npz(work / "inputs.npz", {f"in_{i}": np.stack([s[i] for s in samples])
+                                       for i in range(n_inputs)})
         try:
             proc = subprocess.run([sys.executable, "-m", "device_agent.tflm_child", str(work)],
                                   capture_output=True, text=True, timeout=timeout_s)
@@ -99,14 +101,14 @@ def _child_main(work: Path) -> int:
             per_sample.append(runtime.infer([x[k] for x in inputs]))
             for i in capture:
                 captured[i].append(runtime.tensor(i))
-    except Exception as e:  # noqa: BLE001 - reported to the parent as data
+    except Exception as e:
         message = " ".join(str(e).split()) or type(e).__name__
         (work / "error.txt").write_text(f"{type(e).__name__}: {message}")
         return 0
     outputs = {f"out_{i}": np.stack([s[i] for s in per_sample]) for i in range(len(per_sample[0]))}
-    np.savez(work / "outputs.npz", **outputs)
+    save_npz(work / "outputs.npz", outputs)
     if capture:
-        np.savez(work / "tensors.npz", **{f"t_{i}": np.stack(v) for i, v in captured.items()})
+        save_npz(work / "tensors.npz", {f"t_{i}": np.stack(v) for i, v in captured.items()})
     return 0
 
 

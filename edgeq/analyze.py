@@ -1,7 +1,8 @@
 """`edgeq analyze`: which ops (and groups of ops) need int16, measured both ways.
 
-One-op-at-a-time sensitivity can be blind (DESIGN.md, search issue): an op alone in int16 between
-int8 neighbours may gain nothing or even lose, while the whole region in int16 gains a lot. So
+One-op-at-a-time sensitivity can be blind (measured; the README's search section): an op alone
+in int16 between int8 neighbours may gain nothing or even lose, while the whole region in int16
+gains a lot. So
 every candidate is measured twice — upgraded alone from all-int8 and downgraded alone from
 all-int16x8 — and candidates include groups (Keras layers and blocks, from op name scopes).
 """
@@ -79,7 +80,7 @@ def _short(op: OpInfo) -> str:
 
 def upgrade_cost(base: Point, upgraded: Point) -> float:
     """Relative size + latency increase from `base` to `upgraded` (floored: never free)."""
-    size = (upgraded.bytes - base.bytes) / base.bytes
+    size = (upgraded.size_bytes - base.size_bytes) / base.size_bytes
     latency = upgraded.latency.ratio_to(base.latency) - 1.0  # 0 inside timing noise
     return max(size, 0.0) + max(latency, 0.0) + 1e-3
 
@@ -164,13 +165,13 @@ def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> d
     good = [p for p in points if p.score - int8.score >= RECOVERED_SHARE * gap]
 
     def ratios(p: Point) -> tuple[float, float]:  # latency 1.0 when inside timing noise
-        return p.bytes / int8.bytes, p.latency.ratio_to(int8.latency)
+        return p.size_bytes / int8.size_bytes, p.latency.ratio_to(int8.latency)
 
     cheap = [p for p in good if ratios(p)[0] <= SMALL_SIZE and ratios(p)[1] <= SMALL_LATENCY]
     partial = [p for p in cheap if p.int16_ops < int16.int16_ops]
     share = f"{RECOVERED_SHARE:.0%} of the int8 -> int16x8 gap"
     if partial:
-        p = min(partial, key=lambda p: (p.int16_ops, p.bytes))
+        p = min(partial, key=lambda p: (p.int16_ops, p.size_bytes))
         size, latency = ratios(p)
         return {"kind": "concentrated", "point": p.label, "int16_ops": p.int16_ops,
                 "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
@@ -182,7 +183,7 @@ def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> d
         return {"kind": "cheap", "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
                 "text": f"only int16 nearly everywhere recovers {share}, and int16x8 costs little "
                         f"here ({size:.2f}x size, {latency:.2f}x latency): choose int16x8"}
-    p = min(good, key=lambda p: p.bytes)
+    p = min(good, key=lambda p: p.size_bytes)
     size, latency = ratios(p)
     return {"kind": "spread", "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
             "text": f"error is spread: recovering {share} takes {size:.2f}x int8 size and "
@@ -203,7 +204,7 @@ def sensitivity_report(study: Study, sens: Sensitivity,
             "downgrade_loss_db": round(sens.int16.sqnr_db - down.sqnr_db, 3),
             "upgrade_metric_delta": round(up.score - sens.int8.score, 4),
             "downgrade_metric_delta": round(down.score - sens.int16.score, 4),
-            "cost": {"bytes": up.bytes - sens.int8.bytes,
+            "cost": {"bytes": up.size_bytes - sens.int8.size_bytes,
                      "latency_ms": round(up.latency_ms - sens.int8.latency_ms, 5),
                      "activation_bytes": up.activation_bytes - sens.int8.activation_bytes,
                      "requantize_ops": up.requantize_ops - sens.int8.requantize_ops},

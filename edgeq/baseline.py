@@ -15,7 +15,7 @@ def plain_tf_int8(model_path: Path, calib: Dataset) -> bytes:
 
     converter = tf_converter(Path(model_path))
 
-    def representative():  # noqa: ANN202
+    def representative():
         for k in range(len(calib)):
             yield calib.sample(k)
 

@@ -1,7 +1,7 @@
 """edgeq's own calibration: per-tensor ranges from the float model, computed once per run.
 
 litert-quantizer's `calibrate()` keeps a moving average of each tensor's min/max, which clips the
-tails; measured on the bundled models it cost 15-30 dB of output SQNR (see DESIGN.md). edgeq runs
+tails; measured on the bundled models it cost 15-30 dB of output SQNR (README, "Owns calibration"). edgeq runs
 the float model with every tensor preserved and records the absolute min/max (or a percentile),
 in the format `Quantizer.quantize()` accepts.
 """
@@ -54,10 +54,11 @@ class CalibrationMethod:
         return "minmax" if self.kind == "minmax" else f"percentile:{self.percentile:g}"
 
 
+MINMAX = CalibrationMethod()
 Statistics = dict[str, dict[str, np.ndarray]]
 
 
-def calibrate(tflite: bytes, data: Dataset, method: CalibrationMethod = CalibrationMethod(),
+def calibrate(tflite: bytes, data: Dataset, method: CalibrationMethod = MINMAX,
               show_progress: bool = True, notes: list[str] | None = None) -> Statistics:
     """Run the float model on every calibration sample; return {tensor name: {min, max}}.
 
@@ -81,11 +82,11 @@ def calibrate(tflite: bytes, data: Dataset, method: CalibrationMethod = Calibrat
     return stats
 
 
-def _activation_indices(interp) -> set[int]:  # noqa: ANN001
+def _activation_indices(interp) -> set[int]:
     """Graph inputs and op outputs. Constants (weights) are left out on purpose: the quantizer
     derives their per-channel ranges from the buffers, and a per-tensor range given here would
     override that (measured: -0.7 dB on the bundled CNN)."""
-    produced = {int(i) for op in interp._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
+    produced = {int(i) for op in interp._get_ops_details() for i in op["outputs"]}
     return produced | {d["index"] for d in interp.get_input_details()}
 
 
@@ -119,8 +120,8 @@ class _RangeCollector:
 
     def result(self) -> Statistics:
         stats: Statistics = {}
-        for name, lo in self.lo.items():
-            hi = self.hi[name]
+        for name, low in self.lo.items():
+            lo, hi = low, self.hi[name]
             if self.method.kind == "percentile" and name in self.values:
                 allv = np.concatenate(self.values[name])
                 lo, hi = (float(np.percentile(allv, 100.0 - self.method.percentile)),

@@ -7,9 +7,15 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 log = logging.getLogger("edgeq")
+
+
+# fd 1 and 2 belong to the whole process: two threads capturing at once would swap each
+# other's descriptors, so captures take turns (re-entrant: a capture may nest).
+_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -18,6 +24,11 @@ def captured_output(label: str) -> Iterator[None]:
 
     The captured text goes to the debug log under `label`, so `-v` still shows it.
     """
+    with _LOCK:
+        yield from _captured(label)
+
+
+def _captured(label: str) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)

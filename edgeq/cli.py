@@ -77,7 +77,7 @@ def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str |
     sys.exit(result.exit_code)
 
 
-def _study_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared by analyze/search
+def _study_options(fn):
     for option in reversed([
         click.argument("model", type=click.Path(path_type=Path)),
         click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
@@ -285,7 +285,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
-def _broker_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared by fleet commands
+def _broker_options(fn):
     for option in reversed([
         click.option("--broker", required=True, metavar="URL",
                      help="mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS."),
@@ -299,7 +299,7 @@ def _broker_options(fn):  # noqa: ANN001, ANN202 - click decorator stack shared 
     return fn
 
 
-def _broker(url: str, username: str | None, password_file: Path | None, tls_ca: Path | None):  # noqa: ANN202
+def _broker(url: str, username: str | None, password_file: Path | None, tls_ca: Path | None):
     from device_agent.connection import Broker, ConnectionConfigError
 
     from .errors import InputError

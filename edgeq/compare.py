@@ -44,7 +44,7 @@ _ENUMS = {"fusedActivationFunction": ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "
 
 def short_name(name: str) -> str:
     """A fused tensor name ("a/Relu6;a/BN/add_1;...") shortened to its first part."""
-    first = name.split(";")[0]
+    first = name.split(";", maxsplit=1)[0]
     return first + (";..." if first != name else "")
 
 

@@ -25,13 +25,13 @@ from .errors import InputError
 from .evaluate import Outputs, compare, run_model
 from .fsutil import atomic_output_dir, check_output_dir
 from .graph import read_ops
-from .measure import measure_latency, raw_sample, requantize_ops
 from .load import FloatModel
+from .measure import measure_latency, raw_sample, requantize_ops
 from .opspec import select_ops
 from .plan import Plan, plan_indices
 from .quantize import Precision
 from .rewrite import load_inputs, write_contract
-from .session import QuantSession, Quantized, resolve_precisions
+from .session import Quantized, QuantSession, resolve_precisions
 
 log = logging.getLogger("edgeq")
 MODES = ("int8", "int16x8", "mixed")
@@ -230,7 +230,7 @@ def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = No
 def build_report(mode: str, method: CalibrationMethod, model: FloatModel,
                  session: QuantSession, quantized: Quantized, metrics: dict[str, Any],
                  tflm: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """report.json (DESIGN.md): per-op table, coverage, size, I/O quantisation, metrics, TFLM."""
+    """report.json: per-op table, coverage, size, I/O quantisation, metrics, TFLM check."""
     from device_agent.runtimes import LiteRTRuntime
 
     with LiteRTRuntime(quantized.tflite) as rt:

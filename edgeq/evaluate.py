@@ -59,13 +59,13 @@ def _run(rt: LiteRTRuntime, data: Dataset, show_progress: bool, label: str) -> O
 def compare(reference: Outputs, test: Outputs, names: list[str],
             y: np.ndarray | None) -> dict[str, Any]:
     """Per-output SQNR and cosine of `test` vs `reference`, plus both task metrics."""
-    per_output = [
+    per_output: list[dict[str, Any]] = [
         {"name": name, "sqnr_db": finite_db(sqnr_db(r, t)), "cosine": cosine(r, t)}
         for name, r, t in zip(names, reference.values, test.values)
     ]
     return {
         "outputs": per_output,
-        "sqnr_db": min(o["sqnr_db"] for o in per_output),
+        "sqnr_db": min(float(o["sqnr_db"]) for o in per_output),
         "task": task_metric(test.values[0], y),
         "float_task": task_metric(reference.values[0], y),
     }

@@ -75,7 +75,7 @@ def read_ops(tflite: bytes) -> list[OpInfo]:
     with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
         interp = rt.interpreter
         tensors = {t["index"]: t for t in interp.get_tensor_details()}
-        ops = interp._get_ops_details()  # noqa: SLF001 - the only op-level API LiteRT exposes
+        ops = interp._get_ops_details()
     produced = {int(i) for op in ops for i in op["outputs"]}
     graph_inputs = {d["index"] for d in interp.get_input_details()}
     table = []

@@ -96,13 +96,13 @@ def _tf():
     return tf
 
 
-def tf_converter(path: Path):  # noqa: ANN201 - tf.lite.TFLiteConverter, imported lazily
+def tf_converter(path: Path):
     """A TFLiteConverter for a Keras file or SavedModel dir, with the batch fixed to 1."""
     path = Path(path)
     return _saved_model_converter(path) if path.is_dir() else _keras_converter(path)
 
 
-def _keras_converter(path: Path):  # noqa: ANN202
+def _keras_converter(path: Path):
     tf = _tf()
     import keras
 
@@ -112,7 +112,7 @@ def _keras_converter(path: Path):  # noqa: ANN202
     try:
         with captured_output("Keras load"):
             model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+    except Exception as e:
         raise InputError(f"{path}: not a loadable Keras model: {_one_line(e)}") from e
     inputs = []
     for t in model.inputs:
@@ -125,13 +125,13 @@ def _keras_converter(path: Path):  # noqa: ANN202
     return tf.lite.TFLiteConverter.from_keras_model(fixed)
 
 
-def _saved_model_converter(path: Path):  # noqa: ANN202
+def _saved_model_converter(path: Path):
     tf = _tf()
     try:
         with captured_output("SavedModel load"):
             loaded = tf.saved_model.load(str(path))
         fn = loaded.signatures["serving_default"]
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise InputError(f"{path}: not a loadable SavedModel with a serving_default signature: "
                          f"{_one_line(e)}") from e
     specs = {}
@@ -143,18 +143,18 @@ def _saved_model_converter(path: Path):  # noqa: ANN202
         specs[name] = tf.TensorSpec([1, *dims[1:]], spec.dtype, name=name)
 
     @tf.function(input_signature=[specs])
-    def serve(kwargs):  # noqa: ANN001
+    def serve(kwargs):
         return fn(**kwargs)
 
     concrete = serve.get_concrete_function()
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
 
 
-def _run_converter(path: Path, converter) -> bytes:  # noqa: ANN001
+def _run_converter(path: Path, converter) -> bytes:
     try:
         with captured_output("TFLiteConverter"):
             return bytes(converter.convert())
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ModelError(f"{path}: TensorFlow could not convert the model to TFLite: "
                          f"{_one_line(e)}") from e
 

@@ -97,13 +97,17 @@ class Point:
     score: float
     value: float
     sqnr_db: float
-    bytes: int
+    size_bytes: int
     latency_ms: float
     int16_ops: int  # ops that really are int16 in the quantised model
     requantize_ops: int  # QUANTIZE ops inside the graph (int8 <-> int16 boundaries)
     activation_bytes: int  # bytes of all op outputs: what the TFLM arena must hold, before reuse
     tflite: bytes = field(repr=False, default=b"")  # kept only for the endpoints
     latency_spread_ms: tuple[float, float] = (0.0, 0.0)  # lowest and highest block median
+
+    def cost(self, axis: str) -> float:
+        """The point's cost on a COST_AXES axis: "bytes" or "latency_ms"."""
+        return float(self.size_bytes if axis == "bytes" else self.latency_ms)
 
     @property
     def latency(self) -> Latency:
@@ -113,7 +117,7 @@ class Point:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "default": self.default, "int16_requested": len(self.int16),
                 "int16_ops": self.int16_ops, "score": self.score, "value": self.value,
-                "sqnr_db": self.sqnr_db, "bytes": self.bytes,
+                "sqnr_db": self.sqnr_db, "bytes": self.size_bytes,
                 "latency_ms": round(self.latency_ms, 5),
                 "latency_spread_ms": [round(v, 5) for v in self.latency.spread],
                 "requantize_ops": self.requantize_ops,
@@ -174,7 +178,7 @@ class Evaluator:
         point = Point(
             label=label, int16=frozenset(int16), default=default.value,
             score=self.metric.score(metrics), value=self.metric.value(metrics),
-            sqnr_db=float(metrics["sqnr_db"]), bytes=len(quantized.tflite),
+            sqnr_db=float(metrics["sqnr_db"]), size_bytes=len(quantized.tflite),
             latency_ms=latency.median_ms,
             int16_ops=len(quantized.int16_ops()),
             requantize_ops=requantize_ops(ops),
@@ -185,7 +189,7 @@ class Evaluator:
         if self.progress is not None:
             self.progress.advance(label)
         log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.kind,
-                  point.value, point.bytes, point.latency_ms)
+                  point.value, point.size_bytes, point.latency_ms)
         return point
 
 

@@ -15,7 +15,7 @@ COST_AXES = ("bytes", "latency_ms")
 
 def dominates(a: Point, b: Point, cost: str) -> bool:
     """a is at least as good as b on score and cost, and better on one."""
-    ca, cb = getattr(a, cost), getattr(b, cost)
+    ca, cb = a.cost(cost), b.cost(cost)
     return a.score >= b.score and ca <= cb and (a.score > b.score or ca < cb)
 
 
@@ -24,8 +24,8 @@ def frontier(points: Sequence[Point], cost: str) -> list[Point]:
     front = [p for p in points if not any(dominates(q, p, cost) for q in points if q is not p)]
     unique: dict[tuple[float, float], Point] = {}
     for p in front:  # equal points: keep the first measured
-        unique.setdefault((p.score, getattr(p, cost)), p)
-    return sorted(unique.values(), key=lambda p: (getattr(p, cost), -p.score))
+        unique.setdefault((p.score, p.cost(cost)), p)
+    return sorted(unique.values(), key=lambda p: (p.cost(cost), -p.score))
 
 
 def points_csv(points: Sequence[Point], on_front: dict[str, set[int]]) -> str:
@@ -48,28 +48,26 @@ def plot(path: Path, points: Sequence[Point], marks: dict[str, Point], chosen: P
     The chosen point is a ring drawn behind the endpoint markers, so an endpoint that is also
     the choice stays visible; every marked point carries its name. Without a float score (SQNR
     mode: the float model is the reference, infinitely far up) a note says so."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig = Figure(figsize=(12, 4.8))
+    axes = fig.subplots(1, 2, sharey=True)
     styles = {"all-int8": ("s", "tab:blue"), "all-int16x8": ("^", "tab:red")}
     for ax, cost, xlabel in zip(axes, COST_AXES, ("model size (bytes)", "LiteRT latency (ms)")):
-        ax.scatter([getattr(p, cost) for p in points], [p.score for p in points], s=14,
+        ax.scatter([p.cost(cost) for p in points], [p.score for p in points], s=14,
                    color="0.7", label="evaluated plans", zorder=1)
         front = frontier(points, cost)
-        ax.step([getattr(p, cost) for p in front], [p.score for p in front], where="post",
+        ax.step([p.cost(cost) for p in front], [p.score for p in front], where="post",
                 color="tab:green", label="Pareto frontier", zorder=2)
         if chosen is not None:
-            ax.scatter([getattr(chosen, cost)], [chosen.score], marker="o", s=420,
+            ax.scatter([chosen.cost(cost)], [chosen.score], marker="o", s=420,
                        facecolor="none", edgecolor="goldenrod", linewidth=3,
                        label=f"chosen: {chosen.label[:30]}", zorder=3)
         for label, p in marks.items():
             marker, color = styles.get(label, ("D", "tab:purple"))
-            ax.scatter([getattr(p, cost)], [p.score], marker=marker, s=60, color=color, label=label,
+            ax.scatter([p.cost(cost)], [p.score], marker=marker, s=60, color=color, label=label,
                        zorder=4)
-            ax.annotate(label, (getattr(p, cost), p.score), textcoords="offset points",
+            ax.annotate(label, (p.cost(cost), p.score), textcoords="offset points",
                         xytext=(8, -12), fontsize=8, color=color)
         if float_score is not None:
             ax.axhline(float_score, linestyle="--", color="black", linewidth=1, label="float")
@@ -83,7 +81,6 @@ def plot(path: Path, points: Sequence[Point], marks: dict[str, Point], chosen: P
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def frontier_ids(points: Sequence[Point]) -> dict[str, set[int]]:

@@ -79,7 +79,7 @@ def build_recipe(ops: list[OpInfo], precisions: Mapping[int, Precision],
     return recipe
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def quantizer_supports(op_type: str, precision: Precision) -> bool:
     """Whether litert-quantizer accepts a rule for this op type and precision at all.
 
@@ -105,7 +105,7 @@ def quantize_model(float_tflite: bytes, recipe: list[dict[str, Any]], stats: Sta
         with captured_output("litert-quantizer"):
             q = quantizer.Quantizer(bytearray(float_tflite), copy.deepcopy(recipe))
             result = q.quantize(stats, enable_progress_bar=False, enable_progress_report=False)
-    except Exception as e:  # noqa: BLE001 - the quantizer raises many exception types
+    except Exception as e:
         raise ModelError(f"litert-quantizer failed: {' '.join(str(e).split())[:300]}") from e
     return inline_buffers(bytes(result.quantized_model))
 

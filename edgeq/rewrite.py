@@ -74,8 +74,12 @@ class Rewritten:
         return tuple(n for n in REWRITES if n in done)
 
     def dataset(self, data: Dataset | None) -> Dataset | None:
-        """Data for the rewritten model: the contracts applied to their inputs."""
-        if data is None or not self.contracts:
+        """Data for the rewritten model: the contracts applied to their inputs (None: None)."""
+        return None if data is None else self.dataset_for(data)
+
+    def dataset_for(self, data: Dataset) -> Dataset:
+        """`data` with each preprocessing contract applied to its input."""
+        if not self.contracts:
             return data
         by_name = {c.input: c for c in self.contracts}
         inputs = tuple(by_name[s.name].apply(x) if s.name in by_name else x
@@ -121,7 +125,7 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
 
 def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
     before = _run_float(original, data)
-    after = _run_float(rewritten.model.tflite, rewritten.dataset(data))
+    after = _run_float(rewritten.model.tflite, rewritten.dataset_for(data))
     worst = 0.0
     for a, b in zip(before, after):
         diff = float(np.max(np.abs(a - b))) if a.size else 0.0
@@ -358,7 +362,7 @@ def load_inputs(model_path: Path, calib_path: Path, eval_path: Path | None,
     if evald is not None and original.outputs:
         evald = labels_for(evald, original.outputs[0])
     done = rewrite(original, parse_rewrites(DEFAULT_REWRITES if rewrites is None else rewrites), calib)
-    return Inputs(done.model, done.dataset(calib), done.dataset(evald), done)
+    return Inputs(done.model, done.dataset_for(calib), done.dataset(evald), done)
 
 
 def write_contract(directory: Path, contracts: list[dict[str, Any]]) -> None:

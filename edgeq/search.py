@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyze import (Candidate, Study, attribute_errors, measure_sensitivity, prepare,
-                      sensitivity_report, upgrade_cost, verdict)
+from .analyze import (
+    Candidate,
+    Study,
+    attribute_errors,
+    measure_sensitivity,
+    prepare,
+    sensitivity_report,
+    upgrade_cost,
+    verdict,
+)
 from .errors import InputError, PlanError
 from .fsutil import atomic_output_dir
 from .measure import Metric, Point, measure_latency, raw_sample
@@ -75,14 +83,15 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
         text = (f"{metric.column} within {drop:g} {metric.unit} of all-int16x8 "
                 f"(>= {_score_text(metric, floor)}), smallest {constraint.cost}").replace("  ", " ")
         ok = [p for p in points if p.score >= floor - 1e-9]
-        best = max(points, key=lambda p: (p.score, -getattr(p, constraint.cost)))
-        chosen = min(ok, key=lambda p: (getattr(p, constraint.cost), -p.score)) if ok else None
+        best = max(points, key=lambda p: (p.score, -p.cost(constraint.cost)))
+        chosen = min(ok, key=lambda p: (p.cost(constraint.cost), -p.score)) if ok else None
         return Choice(chosen, best, text)
     cost = "bytes" if constraint.kind == "max_bytes" else "latency_ms"
-    text = f"{cost} <= {constraint.limit:g}, best {metric.kind}"
-    ok = [p for p in points if getattr(p, cost) <= constraint.limit]
-    best = min(points, key=lambda p: (getattr(p, cost), -p.score))
-    chosen = max(ok, key=lambda p: (p.score, -getattr(p, cost))) if ok else None
+    limit = float("inf") if constraint.limit is None else constraint.limit
+    text = f"{cost} <= {limit:g}, best {metric.kind}"
+    ok = [p for p in points if p.cost(cost) <= limit]
+    best = min(points, key=lambda p: (p.cost(cost), -p.score))
+    chosen = max(ok, key=lambda p: (p.score, -p.cost(cost))) if ok else None
     return Choice(chosen, best, text)
 
 
@@ -104,7 +113,7 @@ def greedy_points(study: Study, candidates: list[Candidate], order: list[int],
                   base: set[int] | None = None, show_progress: bool = True) -> list[Point]:
     """Evaluate each prefix of `candidates` in `order` (on top of `base`) as an int8-default plan."""
     chosen = set(base or ())
-    points = []
+    points: list[Point] = []
     for k in progress(order, "greedy", show_progress):
         candidate = candidates[k]
         if candidate.ops <= chosen:
@@ -160,7 +169,7 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
     int8, int16 = points[0], points[1]
     choice = choose(points, constraint, int16, study.evaluator.metric)
     result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings, study=study)
-    if choice.met:
+    if choice.chosen is not None:
         result.plan, result.tflite = _materialise(study, choice.chosen)
     result.report = _report(study, int8, int16, points, choice, constraint, n, reused)
     log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n,

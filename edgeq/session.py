@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .calibrate import CalibrationMethod, Statistics, calibrate
+from .calibrate import MINMAX, CalibrationMethod, Statistics, calibrate
 from .data import Dataset
 from .graph import OpInfo, read_ops
 from .kernels import InvokeCheck, KernelCache, invoke_check
@@ -36,7 +36,7 @@ class QuantSession:
     """Calibrates once, then quantises the float model with any per-op precision map."""
 
     def __init__(self, model: FloatModel, calib: Dataset,
-                 method: CalibrationMethod = CalibrationMethod(), show_progress: bool = True,
+                 method: CalibrationMethod = MINMAX, show_progress: bool = True,
                  kernels: KernelCache | None = None) -> None:
         self.model = model
         self.calib = calib

@@ -24,7 +24,7 @@ def convert_summary(report: dict[str, Any]) -> str:
                                               "boundaries" if s.get("requantize_ops") else ""),
               f"size          {m['bytes']:,} bytes (float {m['float_bytes']:,})"]
     for io in report["io"]["inputs"] + report["io"]["outputs"]:
-        lines.append(f"  {io['name']:<20} {io['dtype']:<7} {str(io['shape']):<14} "
+        lines.append(f"  {io['name']:<20} {io['dtype']:<7} {io['shape']!s:<14} "
                      f"scale={io['scale']:.6g} zero_point={io['zero_point']}")
     lines += _metric_lines(report["metrics"])
     tflm = report["tflm"]

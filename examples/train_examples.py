@@ -13,10 +13,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_diabetes, load_digits, load_wine  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+import keras
+import numpy as np
+from sklearn.datasets import load_diabetes, load_digits, load_wine
+from sklearn.model_selection import train_test_split
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -150,7 +150,7 @@ def main(names: list[str]) -> None:
         if names and build.__name__ not in names:
             continue
         keras.utils.set_random_seed(SEED)
-        model, x_train, x_test, y_train, y_test = build()
+        model, x_train, x_test, _y_train, y_test = build()
         name = build.__name__
         model.save(HERE / f"{name}.keras")
         np.savez_compressed(HERE / f"{name}_calib.npz", x=x_train[:N_CALIB])

@@ -9,17 +9,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before any test imports TensorFlow
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 BUNDLED = ("digits_attention", "digits_cnn", "diabetes_regression")
 
 
+# Test tiers (markers in pyproject.toml): a module's default tier; a test marked `unit` in a
+# mixed module keeps it. `make test-fast` runs -m unit.
+MODULE_TIERS = {
+    "test_protocol": ("unit",), "test_power": ("unit",), "test_agent_store": ("unit",),
+    "test_agent": ("mqtt",), "test_fleet": ("mqtt",), "test_adversarial": ("mqtt",),
+    "test_docker": ("mqtt",), "test_netns": ("mqtt", "root", "slow"),
+    "test_qemu": ("mqtt", "slow"),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("unit", "integration", "mqtt")):
+            continue
+        for tier in MODULE_TIERS.get(item.module.__name__ if item.module else "", ("integration",)):
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _private_kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Each test session learns int16 kernel support from scratch (no user cache)."""
-    os.environ["EDGEQ_CACHE_DIR"] = str(tmp_path_factory.mktemp("kernel-cache"))
+def _private_kernel_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Each test session learns int16 kernel support from scratch (no user cache); the user's
+    environment is restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEQ_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
+        yield
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -37,6 +59,20 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         sys.argv = old
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def save_mlp(path: Path, head_name: str = "head", extra_layer: bool = False) -> Path:
+    """A small softmax MLP saved as .keras (layers: body, [extra], HEAD_NAME, probs)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,), name="x")
+    h = keras.layers.Dense(8, activation="relu", name="body")(inp)
+    if extra_layer:
+        h = keras.layers.Dense(8, activation="relu", name="extra")(h)
+    out = keras.layers.Softmax(name="probs")(keras.layers.Dense(3, name=head_name)(h))
+    keras.Model(inp, out).save(path)
+    return path
 
 
 def bundled(name: str) -> tuple[Path, Path, Path]:
@@ -107,7 +143,7 @@ def cnn_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def broker(tmp_path: Path, request: pytest.FixtureRequest):  # noqa: ANN201 - yields mqtt_env.Mosquitto
+def broker(tmp_path: Path, request: pytest.FixtureRequest):
     """A real mosquitto on a free loopback port, for one test (indirect param: persistent)."""
     from mqtt_env import Mosquitto
 
@@ -117,7 +153,7 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest):  # noqa: ANN201 - yi
 
 
 @pytest.fixture()
-def agents(tmp_path: Path, broker, signing_keys: tuple[Path, Path]):  # noqa: ANN001, ANN201
+def agents(tmp_path: Path, broker, signing_keys: tuple[Path, Path]):
     """start(device, *args) -> a running agent process on `broker`; all stopped afterwards."""
     from mqtt_env import AgentProcess
 
@@ -136,7 +172,7 @@ def agents(tmp_path: Path, broker, signing_keys: tuple[Path, Path]):  # noqa: AN
 
 
 @pytest.fixture()
-def collectors(tmp_path: Path, broker):  # noqa: ANN001, ANN201
+def collectors(tmp_path: Path, broker):
     """start(*args, db=, url=, name=) -> a running `edgeq collect` process (default: on `broker`,
     storing in tmp_path/r.sqlite); all stopped afterwards, even when the test fails."""
     from mqtt_env import CollectorProcess

@@ -16,11 +16,11 @@ from edgeq.fleet.session import HostSession, new_command_id
 QUICK = {"runs": 20, "warmup": 2, "power_window_s": 0.2}
 
 
-def host(broker) -> Broker:  # noqa: ANN001
+def host(broker) -> Broker:
     return Broker.from_url(broker.url)
 
 
-def status_of(broker, device: str) -> dict[str, Any] | None:  # noqa: ANN001
+def status_of(broker, device: str) -> dict[str, Any] | None:
     """The retained status of `device`, or None."""
     with HostSession(host(broker)) as s:
         s.subscribe(topic(device, "status"))
@@ -30,7 +30,7 @@ def status_of(broker, device: str) -> dict[str, Any] | None:  # noqa: ANN001
             return None
 
 
-def wait_online(broker, device: str, model_sha: str | None = None) -> dict[str, Any]:  # noqa: ANN001
+def wait_online(broker, device: str, model_sha: str | None = None) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         s = status_of(broker, device)
         ok = s and s["state"] == "online" and (model_sha is None or
@@ -39,7 +39,7 @@ def wait_online(broker, device: str, model_sha: str | None = None) -> dict[str, 
     return wait_until(ready, 30, f"{device} online")
 
 
-def deploy_to(broker, device: str, model: Path, key: Path, **kw: Any) -> dict[str, Any]:  # noqa: ANN001
+def deploy_to(broker, device: str, model: Path, key: Path, **kw: Any) -> dict[str, Any]:
     return deploy(DeployConfig(model, device, host(broker), key, show_progress=False,
                                timeout_s=30, **kw))
 
@@ -53,7 +53,7 @@ def signed_bundle(tmp: Path, model: Path, key: Path, eval_: Path | None = None,
     return data, signed_manifest(key, device, data, meta, chunk_size, lifetime_s)
 
 
-def raw_deploy(broker, device: str, data: bytes, manifest: dict[str, Any],  # noqa: ANN001
+def raw_deploy(broker, device: str, data: bytes, manifest: dict[str, Any],
                corrupt: int | None = None, send: int | None = None,
                cmd_id: str | None = None) -> dict[str, Any]:
     """Speak the deploy protocol by hand: optionally flip a byte of chunk `corrupt`, or send
@@ -73,7 +73,7 @@ def raw_deploy(broker, device: str, data: bytes, manifest: dict[str, Any],  # no
         return s.answer(device, cmd_id, ("activated",), 30, "verdict")
 
 
-def ping(broker, device: str) -> dict[str, Any]:  # noqa: ANN001
+def ping(broker, device: str) -> dict[str, Any]:
     cmd_id = new_command_id("ping")  # the agent ignores a command id it has seen
     with HostSession(host(broker)) as s:
         s.subscribe(topic(device, "event"))
@@ -81,6 +81,6 @@ def ping(broker, device: str) -> dict[str, Any]:  # noqa: ANN001
         return s.answer(device, cmd_id, ("pong",), 15, "pong")
 
 
-def active_sha(broker, device: str) -> str:  # noqa: ANN001
+def active_sha(broker, device: str) -> str:
     """The sha256 of the model `device` runs now (from its pong)."""
     return ping(broker, device)["status"]["model"]["sha256"]

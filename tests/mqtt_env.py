@@ -33,7 +33,7 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):  # noqa: ANN001, ANN201
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     """Poll `predicate` until it returns a truthy value; fail naming `what`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -205,9 +205,9 @@ def make_tls_files(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path
     from cryptography.x509.oid import NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
-    def cert(subject: str, key, issuer: str, signer, ca: bool, san=None):  # noqa: ANN001, ANN202
+    def cert(subject: str, key, issuer: str, signer, ca: bool, san=None):
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
                    .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))

@@ -4,6 +4,7 @@ lost, and replays are refused. The README's "cases tried / survived" table lists
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,8 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import bundled, run_cli
-from fleet_helpers import (QUICK, active_sha, deploy_to, host, ping, raw_deploy, signed_bundle,
-                           wait_online)
+from fleet_helpers import QUICK, active_sha, deploy_to, host, ping, raw_deploy, signed_bundle, wait_online
 from mqtt_env import CollectorProcess, Mosquitto, free_port, stored_rows, wait_until
 
 from device_agent.protocol import encode, resend_topic, topic
@@ -53,7 +53,7 @@ def metric(port: int, name: str) -> float:
 # -- the collector ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def fleet(tmp_path_factory: pytest.TempPathFactory):
     """A broker and a collector (real process) with metrics, shared by the collector cases."""
     root = tmp_path_factory.mktemp("hostile")
     broker = Mosquitto(root / "broker").start()
@@ -147,7 +147,7 @@ def test_idle_metrics_connections_are_closed(fleet) -> None:
 # -- the agent: messages nobody signed -----------------------------------------------------
 
 @pytest.fixture()
-def agent(broker, agents):  # noqa: ANN001, ANN201
+def agent(broker, agents):
     a = agents("dev1")
     wait_online(broker, "dev1")
     return a
@@ -168,13 +168,13 @@ AGENT_POISON = [
 
 @pytest.mark.parametrize("case,leaf,payload", AGENT_POISON, ids=[c for c, _, _ in AGENT_POISON])
 def test_a_poison_message_leaves_the_agent_running(broker, agent, case: str, leaf: str,
-                                                   payload: bytes) -> None:  # noqa: ANN001
+                                                   payload: bytes) -> None:
     publish(broker, f"edgeq/v1/dev1/{leaf}", payload)
     assert ping(broker, "dev1")["state"] == "pong"
     assert agent.proc.poll() is None and "Traceback" not in agent.log()
 
 
-def test_a_forged_resend_flood_does_not_amplify(broker, agents, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+def test_a_forged_resend_flood_does_not_amplify(broker, agents, cnn_int8, signing_keys) -> None:
     a = agents("dev2", "--resend-after", "600")
     wait_online(broker, "dev2")
     deploy_to(broker, "dev2", cnn_int8, signing_keys[0])
@@ -201,7 +201,7 @@ def _drain(session: HostSession, seconds: float) -> list[dict[str, Any]]:
 
 # -- the agent: NaN in the user's data ------------------------------------------------------
 
-def test_a_nan_label_never_bricks_the_agent(tmp_path: Path, broker, agents, collectors, cnn_int8,  # noqa: ANN001
+def test_a_nan_label_never_bricks_the_agent(tmp_path: Path, broker, agents, collectors, cnn_int8,
                                             signing_keys) -> None:
     with np.load(bundled("digits_cnn")[2]) as d:
         x, y = d["x"], d["y"].astype(np.float64)
@@ -223,7 +223,7 @@ def test_a_nan_label_never_bricks_the_agent(tmp_path: Path, broker, agents, coll
 
 # -- deploys: replay, downgrade, device binding ---------------------------------------------
 
-def test_a_replayed_deploy_is_refused_before_and_after_a_restart(tmp_path: Path, broker, agents,  # noqa: ANN001
+def test_a_replayed_deploy_is_refused_before_and_after_a_restart(tmp_path: Path, broker, agents,
                                                                  cnn_int8, gelu_int8,
                                                                  signing_keys) -> None:
     a = agents("dev4")
@@ -255,7 +255,7 @@ FORGED = [
 
 
 @pytest.mark.parametrize("case,how,words", FORGED, ids=[c for c, _, _ in FORGED])
-def test_forged_or_misdirected_deploys_are_refused(tmp_path: Path, broker, agent, cnn_int8,  # noqa: ANN001
+def test_forged_or_misdirected_deploys_are_refused(tmp_path: Path, broker, agent, cnn_int8,
                                                    signing_keys, case: str, how: dict,
                                                    words: str) -> None:
     key = generate_keys(tmp_path / "other")[0] if how.get("key") else signing_keys[0]
@@ -270,7 +270,7 @@ def test_forged_or_misdirected_deploys_are_refused(tmp_path: Path, broker, agent
     assert ping(broker, "dev1")["status"]["model"] is None
 
 
-def test_forged_rollbacks_are_refused(broker, agent, cnn_int8, gelu_int8, signing_keys,  # noqa: ANN001
+def test_forged_rollbacks_are_refused(broker, agent, cnn_int8, gelu_int8, signing_keys,
                                       tmp_path: Path) -> None:
     deploy_to(broker, "dev1", cnn_int8, signing_keys[0])
     active = deploy_to(broker, "dev1", gelu_int8, signing_keys[0])["model"]["sha256"]
@@ -290,7 +290,7 @@ def test_forged_rollbacks_are_refused(broker, agent, cnn_int8, gelu_int8, signin
     assert active_sha(broker, "dev1") == active
 
 
-def test_a_trickling_transfer_cannot_hold_the_device(tmp_path: Path, broker, agent, cnn_int8,  # noqa: ANN001
+def test_a_trickling_transfer_cannot_hold_the_device(tmp_path: Path, broker, agent, cnn_int8,
                                                      gelu_int8, signing_keys) -> None:
     data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0], chunk_size=2048)
     cmd_id = new_command_id("deploy")
@@ -309,7 +309,7 @@ def test_a_trickling_transfer_cannot_hold_the_device(tmp_path: Path, broker, age
 
 # -- signed but malformed bundles -------------------------------------------------------------
 
-def _rezip(data: bytes, change) -> bytes:  # noqa: ANN001 - change(members: dict) -> None
+def _rezip(data: bytes, change) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         members = {n: z.read(n) for n in z.namelist()}
     methods: dict[str, int] = {}
@@ -321,7 +321,7 @@ def _rezip(data: bytes, change) -> bytes:  # noqa: ANN001 - change(members: dict
     return out.getvalue()
 
 
-def _meta(edit) -> Any:  # noqa: ANN001 - edit(meta: dict) -> None
+def _meta(edit) -> Any:
     def change(members: dict, methods: dict) -> None:
         meta = json.loads(members["bundle.json"])
         edit(meta)
@@ -329,7 +329,7 @@ def _meta(edit) -> Any:  # noqa: ANN001 - edit(meta: dict) -> None
     return change
 
 
-def _drop(*path: str):  # noqa: ANN202
+def _drop(*path: str):
     def edit(meta: dict) -> None:
         for key in path[:-1]:
             meta = meta[key]
@@ -400,7 +400,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("case,change,words", MALFORMED, ids=[c for c, _, _ in MALFORMED])
 def test_signed_but_malformed_bundles_are_rejected_and_never_activated(
-        tmp_path: Path, broker, agent, cnn_int8, signing_keys, case: str, change,  # noqa: ANN001
+        tmp_path: Path, broker, agent, cnn_int8, signing_keys, case: str, change,
         words: str) -> None:
     good = deploy_to(broker, "dev1", cnn_int8, signing_keys[0])["model"]["sha256"]
     data, _ = signed_bundle(tmp_path, cnn_int8, signing_keys[0], bundled("digits_cnn")[2])
@@ -412,10 +412,8 @@ def test_signed_but_malformed_bundles_are_rejected_and_never_activated(
         data = _rezip(data, change)
     meta = {"name": "evil", "model": {"sha256": "0" * 64}}
     with zipfile.ZipFile(io.BytesIO(data)) as z:
-        try:
+        with contextlib.suppress(Exception):
             meta["model"]["sha256"] = json.loads(z.read("bundle.json"))["model"]["sha256"]
-        except Exception:  # noqa: BLE001 - some cases make bundle.json unreadable on purpose
-            pass
     manifest = signed_manifest(signing_keys[0], "dev1", data, meta, 64 * 1024, 300)
     with pytest.raises(DeviceRefused, match=words):
         raw_deploy(broker, "dev1", data, manifest)
@@ -429,8 +427,9 @@ def test_signed_but_malformed_bundles_are_rejected_and_never_activated(
 
 # -- a full disk --------------------------------------------------------------------------------
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_a_full_disk_mid_deploy_is_a_clean_rejection(tmp_path: Path, broker, agents, cnn_int8,  # noqa: ANN001
+def test_a_full_disk_mid_deploy_is_a_clean_rejection(tmp_path: Path, broker, agents, cnn_int8,
                                                      signing_keys) -> None:
     disk = tmp_path / "small"
     disk.mkdir()
@@ -452,7 +451,7 @@ def test_a_full_disk_mid_deploy_is_a_clean_rejection(tmp_path: Path, broker, age
             for n in range(manifest["chunks"]):
                 s.client.publish(f"edgeq/v1/dev5/deploy/{cmd_id}/{n}",
                                  data[n * 4096:(n + 1) * 4096], qos=1)
-            with pytest.raises(DeviceRefused, match="No space left|cannot"):
+            with pytest.raises(DeviceRefused, match=r"No space left|cannot"):
                 s.answer("dev5", cmd_id, ("activated",), 30, "verdict")
         (disk / "filler").unlink()
         assert active_sha(broker, "dev5") == good and a.proc.poll() is None
@@ -464,10 +463,10 @@ def test_a_full_disk_mid_deploy_is_a_clean_rejection(tmp_path: Path, broker, age
 
 # -- stale commands and stopping --------------------------------------------------------------
 
-def test_a_command_that_expired_while_the_agent_was_busy_is_dropped(broker, deployed_dev1,  # noqa: ANN001
+def test_a_command_that_expired_while_the_agent_was_busy_is_dropped(broker, deployed_dev1,
                                                                     cnn_int8, signing_keys,
                                                                     tmp_path: Path) -> None:
-    data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0])
+    _data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0])
     with HostSession(host(broker)) as s:
         s.subscribe(topic("dev1", "event"))
         s.client.publish(topic("dev1", "cmd"), encode(
@@ -482,12 +481,12 @@ def test_a_command_that_expired_while_the_agent_was_busy_is_dropped(broker, depl
 
 
 @pytest.fixture()
-def deployed_dev1(broker, agent, cnn_int8, signing_keys):  # noqa: ANN001, ANN201
+def deployed_dev1(broker, agent, cnn_int8, signing_keys):
     deploy_to(broker, "dev1", cnn_int8, signing_keys[0])
     return agent
 
 
-def test_sigterm_ends_a_long_benchmark_within_a_second(broker, deployed_dev1) -> None:  # noqa: ANN001
+def test_sigterm_ends_a_long_benchmark_within_a_second(broker, deployed_dev1) -> None:
     with HostSession(host(broker)) as s:
         s.subscribe(topic("dev1", "event"))
         s.client.publish(topic("dev1", "cmd"), encode(

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 from conftest import bundled
-from fleet_helpers import (QUICK, active_sha, deploy_to, host, ping, raw_deploy, signed_bundle,
-                           status_of, wait_online)
+from fleet_helpers import (
+    QUICK,
+    active_sha,
+    deploy_to,
+    host,
+    ping,
+    raw_deploy,
+    signed_bundle,
+    status_of,
+    wait_online,
+)
 from mqtt_env import stored_rows, wait_until
 
 from device_agent.protocol import encode, topic
@@ -18,8 +27,9 @@ from edgeq.errors import DeviceRefused, DeviceUnreachable
 from edgeq.fleet.remote import request_report
 from edgeq.fleet.session import HostSession
 
+
 @pytest.fixture()
-def deployed(broker, agents, cnn_int8: Path, signing_keys):  # noqa: ANN001, ANN201
+def deployed(broker, agents, cnn_int8: Path, signing_keys):
     """An agent dev1 with the int8 CNN (and its eval set) active."""
     agent = agents("dev1")
     wait_online(broker, "dev1")
@@ -29,8 +39,8 @@ def deployed(broker, agents, cnn_int8: Path, signing_keys):  # noqa: ANN001, ANN
 
 # -- happy paths ---------------------------------------------------------------------------------
 
-def test_deploy_then_benchmark_reports_latency_power_and_accuracy(broker, deployed) -> None:  # noqa: ANN001
-    agent, verdict = deployed
+def test_deploy_then_benchmark_reports_latency_power_and_accuracy(broker, deployed) -> None:
+    _agent, verdict = deployed
     assert verdict["state"] == "activated"
     model_sha = verdict["model"]["sha256"]
     assert wait_online(broker, "dev1", model_sha)["model"]["name"] == "digits_cnn"
@@ -48,7 +58,7 @@ def test_deploy_then_benchmark_reports_latency_power_and_accuracy(broker, deploy
     assert acc["task"]["value"] == acc["host_task"]["value"] > 0.9
 
 
-def test_tflm_agent_reports_agreement_with_the_host(broker, agents, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+def test_tflm_agent_reports_agreement_with_the_host(broker, agents, cnn_int8, signing_keys) -> None:
     agents("mcu1", "--runtime", "tflm")
     wait_online(broker, "mcu1")
     verdict = deploy_to(broker, "mcu1", cnn_int8, signing_keys[0], eval=bundled("digits_cnn")[2],
@@ -62,7 +72,7 @@ def test_tflm_agent_reports_agreement_with_the_host(broker, agents, cnn_int8, si
 
 
 def test_preprocessing_contract_travels_and_is_applied_on_the_device(
-        tmp_path: Path, broker, agents, signing_keys) -> None:  # noqa: ANN001
+        tmp_path: Path, broker, agents, signing_keys) -> None:
     from edgeq.convert import ConvertConfig, convert
 
     model, calib, eval_ = bundled("wine_collapse")
@@ -82,10 +92,10 @@ def test_preprocessing_contract_travels_and_is_applied_on_the_device(
 # -- deploy failures: the old model stays active -------------------------------------------------
 
 def test_corrupted_chunk_is_rejected_and_the_old_model_keeps_answering(
-        tmp_path: Path, broker, deployed, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+        tmp_path: Path, broker, deployed, cnn_int8, signing_keys) -> None:
     before = active_sha(broker, "dev1")
     data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0], bundled("digits_cnn")[2])
-    with pytest.raises(DeviceRefused, match="corrupted in transfer.*active model unchanged"):
+    with pytest.raises(DeviceRefused, match=r"corrupted in transfer.*active model unchanged"):
         raw_deploy(broker, "dev1", data, manifest, corrupt=2)
     assert active_sha(broker, "dev1") == before
     result = request_report(host(broker), "dev1", "benchmark", 60, **QUICK)
@@ -95,17 +105,17 @@ def test_corrupted_chunk_is_rejected_and_the_old_model_keeps_answering(
 
 @pytest.mark.parametrize("signature", ["wrong key", "missing"])
 def test_unsigned_or_wrongly_signed_bundle_is_rejected_before_transfer(
-        tmp_path: Path, broker, deployed, cnn_int8, signature: str) -> None:  # noqa: ANN001
+        tmp_path: Path, broker, deployed, cnn_int8, signature: str) -> None:
     other_key, _ = generate_keys(tmp_path / "other")
     data, manifest = signed_bundle(tmp_path, cnn_int8, other_key)
     if signature == "missing":
         manifest["signature"] = ""
-    with pytest.raises(DeviceRefused, match="signature does not match|not signed|signed by key"):
+    with pytest.raises(DeviceRefused, match=r"signature does not match|not signed|signed by key"):
         raw_deploy(broker, "dev1", data, manifest)
     assert active_sha(broker, "dev1") == deployed[1]["model"]["sha256"]
 
 
-def test_oversize_bundle_is_rejected_before_any_chunk(broker, agents, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+def test_oversize_bundle_is_rejected_before_any_chunk(broker, agents, cnn_int8, signing_keys) -> None:
     agent = agents("tiny", "--max-bundle-mb", "0.005")
     wait_online(broker, "tiny")
     with pytest.raises(DeviceRefused, match="over this device's limit of 5,242 bytes"):
@@ -114,18 +124,18 @@ def test_oversize_bundle_is_rejected_before_any_chunk(broker, agents, cnn_int8, 
 
 
 def test_model_that_fails_to_load_is_rolled_back(tmp_path: Path, broker, agents, cnn_int8,
-                                                 signing_keys, gelu_int8: Path) -> None:  # noqa: ANN001
+                                                 signing_keys, gelu_int8: Path) -> None:
     agents("mcu2", "--runtime", "tflm")
     wait_online(broker, "mcu2")
     good = deploy_to(broker, "mcu2", cnn_int8, signing_keys[0])["model"]["sha256"]
-    with pytest.raises(DeviceRefused, match="does not load and invoke in tflm.*active model "
+    with pytest.raises(DeviceRefused, match=r"does not load and invoke in tflm.*active model "
                                             "unchanged: digits_cnn"):
         deploy_to(broker, "mcu2", gelu_int8, signing_keys[0])
     assert active_sha(broker, "mcu2") == good
     assert request_report(host(broker), "mcu2", "evaluate", 60)["errors"] == []
 
 
-def test_rollback_swaps_back_to_the_previous_model(broker, deployed, gelu_int8, signing_keys,  # noqa: ANN001
+def test_rollback_swaps_back_to_the_previous_model(broker, deployed, gelu_int8, signing_keys,
                                                    capsys) -> None:
     from conftest import run_cli
 
@@ -139,7 +149,7 @@ def test_rollback_swaps_back_to_the_previous_model(broker, deployed, gelu_int8, 
     assert active_sha(broker, "dev1") == second
 
 
-def test_rollback_without_a_previous_model(broker, agents, cnn_int8, signing_keys, capsys) -> None:  # noqa: ANN001
+def test_rollback_without_a_previous_model(broker, agents, cnn_int8, signing_keys, capsys) -> None:
     from conftest import run_cli
 
     agents("dev6")
@@ -152,19 +162,19 @@ def test_rollback_without_a_previous_model(broker, agents, cnn_int8, signing_key
 
 
 def test_stalled_transfer_is_aborted_and_cleaned_up(tmp_path: Path, broker, agents, cnn_int8,
-                                                    signing_keys) -> None:  # noqa: ANN001
+                                                    signing_keys) -> None:
     agent = agents("slow", "--transfer-timeout", "1")
     wait_online(broker, "slow")
     data, manifest = signed_bundle(tmp_path, cnn_int8, signing_keys[0], chunk_size=2048,
                                    device="slow")
-    with pytest.raises(DeviceRefused, match="stalled .* after 1 of"):
+    with pytest.raises(DeviceRefused, match=r"stalled .* after 1 of"):
         raw_deploy(broker, "slow", data, manifest, send=1)
     assert not any((agent.data_dir / "incoming").iterdir())
     assert ping(broker, "slow")["status"]["model"] is None
 
 
 def test_deploy_to_an_offline_device_fails_fast_and_sends_nothing(
-        broker, agents, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+        broker, agents, cnn_int8, signing_keys) -> None:
     agent = agents("gone")
     wait_online(broker, "gone")
     agent.stop()
@@ -187,7 +197,7 @@ def test_deploy_to_an_offline_device_fails_fast_and_sends_nothing(
     (encode({"id": "c4", "type": "benchmark"}), "no model deployed"),
 ])
 def test_malformed_and_unknown_commands_get_error_events(broker, agents, payload: bytes,
-                                                         message: str) -> None:  # noqa: ANN001
+                                                         message: str) -> None:
     agent = agents("dev3")
     wait_online(broker, "dev3")
     with HostSession(host(broker)) as s:
@@ -198,7 +208,7 @@ def test_malformed_and_unknown_commands_get_error_events(broker, agents, payload
     assert ping(broker, "dev3")["state"] == "pong" and agent.proc.poll() is None
 
 
-def test_a_redelivered_command_runs_once(broker, deployed) -> None:  # noqa: ANN001
+def test_a_redelivered_command_runs_once(broker, deployed) -> None:
     cmd = encode({"id": "twice", "type": "benchmark", "runs": 5, "power": False})
     with HostSession(host(broker)) as s:
         s.subscribe(topic("dev1", "result"))
@@ -210,7 +220,7 @@ def test_a_redelivered_command_runs_once(broker, deployed) -> None:  # noqa: ANN
     assert "command twice: already taken" in deployed[0].log()
 
 
-def test_killed_agent_is_marked_offline_by_its_last_will(broker, agents) -> None:  # noqa: ANN001
+def test_killed_agent_is_marked_offline_by_its_last_will(broker, agents) -> None:
     agent = agents("dev4")
     wait_online(broker, "dev4")
     agent.kill()
@@ -224,7 +234,7 @@ def test_killed_agent_is_marked_offline_by_its_last_will(broker, agents) -> None
 # A broker without persistence forgets the collector's subscription when killed: what the agent
 # resends first is dropped, and only the end-to-end ack + the collector's resend request save it.
 @pytest.mark.parametrize("broker", [True, False], indirect=True, ids=["persistent", "in-memory"])
-def test_broker_killed_and_restarted_every_result_arrives_once(tmp_path: Path, broker, deployed,  # noqa: ANN001
+def test_broker_killed_and_restarted_every_result_arrives_once(tmp_path: Path, broker, deployed,
                                                                collectors) -> None:
     db = tmp_path / "reports.sqlite"
     collector = collectors(db=db)
@@ -246,7 +256,7 @@ def test_broker_killed_and_restarted_every_result_arrives_once(tmp_path: Path, b
     wait_until(lambda: not list((deployed[0].data_dir / "spool").glob("*.json")), 10, "spool empty")
 
 
-def test_results_spooled_before_an_agent_restart_are_delivered(tmp_path: Path, broker, agents,  # noqa: ANN001
+def test_results_spooled_before_an_agent_restart_are_delivered(tmp_path: Path, broker, agents,
                                                                 collectors, cnn_int8,
                                                                 signing_keys) -> None:
     agent = agents("dev5")

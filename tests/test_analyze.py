@@ -31,8 +31,9 @@ def test_outlier_ops_rank_first_although_upgrading_one_alone_is_blind(outlier_re
     gap = outlier_report["gap_db"]
     assert gap > 6
     assert hidden["upgrade_gain_db"] < 0.25 * gap < hidden["downgrade_loss_db"]
-    top = outlier_report["candidates"][0]
-    assert any(k in top["name"] for k in ("hidden", "mix", "digits_outlier_mlp"))
+    top = outlier_report["candidates"][0]  # one of the two outlier ops, or a group of just them
+    assert "hidden" in top["name"] or "mix" in top["name"], top["name"]
+    assert len(top.get("ops") or [top["name"]]) <= 2, top
 
 
 def test_attribution_covers_inputs_and_every_op(outlier_report) -> None:

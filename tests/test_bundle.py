@@ -12,8 +12,7 @@ from conftest import bundled
 
 from device_agent.bundle import BundleError, extract_bundle
 from device_agent.connection import Broker
-from device_agent.signing import (SignatureError, authorize, generate_keys, load_public_key,
-                                  verify_statement)
+from device_agent.signing import SignatureError, authorize, generate_keys, load_public_key, verify_statement
 from edgeq.fleet.deploy import DeployConfig, build_bundle
 
 
@@ -40,7 +39,7 @@ def test_tampered_model_inside_a_bundle_is_refused(tmp_path: Path, cnn_int8: Pat
     with zipfile.ZipFile(tmp_path / "bad.zip", "w") as z:
         for name, data in members.items():
             z.writestr(name, data)
-    with pytest.raises(BundleError, match="does not match bundle.json"):
+    with pytest.raises(BundleError, match=r"does not match bundle.json"):
         extract_bundle(tmp_path / "bad.zip", tmp_path / "x")
     (tmp_path / "junk.zip").write_bytes(b"PK not really")
     with pytest.raises(BundleError, match="not a readable edgeq bundle"):

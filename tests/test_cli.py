@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import bundled, run_cli
 
+
 def _npz(path: Path, **arrays: np.ndarray) -> Path:
     np.savez(path, **arrays)
     return path

@@ -118,7 +118,7 @@ def test_text_output_explains_the_divergence(one_op: dict, capsys) -> None:
 
 def test_export_micro_of_a_raw_model_inlines_its_buffers(one_op: dict, tmp_path: Path, capsys) -> None:
     root = one_op["root"]
-    code, out, err = run_cli(["export", "micro", str(root / "raw" / "model.tflite"), "-o",
+    code, out, _err = run_cli(["export", "micro", str(root / "raw" / "model.tflite"), "-o",
                               str(tmp_path / "fw"), "--name", "one", "--golden",
                               str(root / "eval.npz"), "--json"], capsys)
     manifest = json.loads(out)
@@ -129,6 +129,7 @@ def test_export_micro_of_a_raw_model_inlines_its_buffers(one_op: dict, tmp_path:
 # columns: --runtimes value, what the error names
 @pytest.mark.parametrize("value,words", [("tflm", "at least two"), ("litert,gpu", "'gpu'"),
                                          ("", "at least two")])
+@pytest.mark.unit
 def test_runtime_list_is_checked(value: str, words: str) -> None:
     with pytest.raises(InputError, match=words):
         parse_runtimes(value)

@@ -19,20 +19,23 @@ def _data(y: np.ndarray) -> Dataset:
     return Dataset((np.zeros((len(y), 3), np.float32),), y, "eval.npz")
 
 
+@pytest.mark.unit
 def test_one_hot_float_rows_become_class_indices() -> None:
     y = np.eye(10, dtype=np.float32)[[3, 1, 9]]
     assert labels_for(_data(y), OUT10).y.tolist() == [3, 1, 9]
 
 
+@pytest.mark.unit
 def test_float_targets_that_are_not_one_hot_stay_regression() -> None:
     y = np.array([[0.5] * 10, [0.1] * 10], np.float32)
     assert labels_for(_data(y), OUT10).y.dtype == np.float32
 
 
+@pytest.mark.unit
 # columns: labels, words the error must contain
 @pytest.mark.parametrize("y,words", [(np.array([0, 10]), "0..10"), (np.array([-1, 2]), "-1..2")])
 def test_labels_outside_the_output_are_refused(y: np.ndarray, words: str) -> None:
-    with pytest.raises(InputError, match="must lie in 0..9") as e:
+    with pytest.raises(InputError, match=r"must lie in 0..9") as e:
         labels_for(_data(y), OUT10)
     assert words in str(e.value)
 

@@ -52,7 +52,7 @@ class Publisher:
         self.client.loop_stop()
 
 
-def test_collector_stores_once_drops_invalid_acks_and_serves_metrics(tmp_path: Path, broker,  # noqa: ANN001
+def test_collector_stores_once_drops_invalid_acks_and_serves_metrics(tmp_path: Path, broker,
                                                                      collectors) -> None:
     db, port = tmp_path / "r.sqlite", free_port()
     collector = collectors("--metrics-port", str(port), db=db)
@@ -85,7 +85,7 @@ def _get(url: str) -> str | None:
         return None
 
 
-def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path, broker,  # noqa: ANN001
+def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path, broker,
                                                                   collectors) -> None:
     db = tmp_path / "r.sqlite"
     group = [collectors("--client-id", f"c{k}", db=db, name=f"c{k}") for k in (1, 2)]
@@ -105,7 +105,7 @@ def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path,
 
 
 @pytest.fixture()
-def acl_broker(tmp_path: Path):  # noqa: ANN201
+def acl_broker(tmp_path: Path):
     """mosquitto with passwords and the shipped per-device ACL (docker/mosquitto/acl)."""
     passwords = tmp_path / "passwd"
     for k, (user, password) in enumerate((("edgeq-host", "hostpw"), ("dev1", "pw1"),
@@ -121,7 +121,7 @@ def acl_broker(tmp_path: Path):  # noqa: ANN201
     b.stop()
 
 
-def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, collectors, cnn_int8,  # noqa: ANN001
+def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, collectors, cnn_int8,
                                       signing_keys) -> None:
     from mqtt_env import AgentProcess
 
@@ -155,7 +155,7 @@ def test_passwords_and_per_device_acl(tmp_path: Path, acl_broker, collectors, cn
             pass
 
 
-def test_tls_broker_with_a_private_ca(tmp_path: Path, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+def test_tls_broker_with_a_private_ca(tmp_path: Path, cnn_int8, signing_keys) -> None:
     from mqtt_env import AgentProcess, make_tls_files
 
     from edgeq.fleet.deploy import DeployConfig, deploy
@@ -182,7 +182,7 @@ def test_tls_broker_with_a_private_ca(tmp_path: Path, cnn_int8, signing_keys) ->
 
 # -- the CLI as a user runs it -------------------------------------------------------------------
 
-def test_cli_keys_deploy_bench_devices_reports(tmp_path: Path, broker, agents, collectors,  # noqa: ANN001
+def test_cli_keys_deploy_bench_devices_reports(tmp_path: Path, broker, agents, collectors,
                                                cnn_int8, capsys) -> None:
     code, out, _ = run_cli(["keys", "generate", "-o", str(tmp_path / "k")], capsys)
     assert code == 0 and "host.pub" in out
@@ -231,7 +231,7 @@ def test_cli_keys_deploy_bench_devices_reports(tmp_path: Path, broker, agents, c
     (["--device", "a/b"], 2, "device id 'a/b' is not valid"),
     (["--device", "pi", "--broker", "http://x"], 2, "scheme must be one of"),
 ])
-def test_cli_deploy_errors_are_one_line_with_exit_codes(tmp_path: Path, broker, cnn_int8,  # noqa: ANN001
+def test_cli_deploy_errors_are_one_line_with_exit_codes(tmp_path: Path, broker, cnn_int8,
                                                         signing_keys, capsys, args: list[str],
                                                         code: int, message: str) -> None:
     base = [] if "--broker" in args else ["--broker", broker.url]
@@ -240,7 +240,7 @@ def test_cli_deploy_errors_are_one_line_with_exit_codes(tmp_path: Path, broker, 
     assert got == code and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_deploy_of_a_missing_model_or_rejected_by_the_device(tmp_path: Path, broker, agents,  # noqa: ANN001
+def test_cli_deploy_of_a_missing_model_or_rejected_by_the_device(tmp_path: Path, broker, agents,
                                                                  cnn_int8, signing_keys, capsys) -> None:
     code, _, err = run_cli(["deploy", str(tmp_path / "nope.tflite"), "--device", "pi", "--broker",
                             broker.url, "--key", str(signing_keys[0])], capsys)
@@ -253,6 +253,6 @@ def test_cli_deploy_of_a_missing_model_or_rejected_by_the_device(tmp_path: Path,
     assert code == 1 and "over this device's limit" in err
 
 
-def test_cli_reports_without_a_store(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_reports_without_a_store(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["reports", "--db", str(tmp_path / "none.sqlite")], capsys)
     assert code == 2 and "result store not found" in err

@@ -67,6 +67,7 @@ def test_empty_existing_dir_and_file_path(tmp_path: Path, capsys) -> None:
     assert code == 2 and "not a directory" in err and (tmp_path / "afile").read_text() == "x"
 
 
+@pytest.mark.unit
 def test_error_or_sigterm_inside_leaves_no_temp_dir(tmp_path: Path) -> None:
     from edgeq.cli import _exit_on_sigterm
 
@@ -84,6 +85,7 @@ def test_error_or_sigterm_inside_leaves_no_temp_dir(tmp_path: Path) -> None:
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.unit
 def test_temp_dirs_of_killed_runs_are_cleaned(tmp_path: Path) -> None:
     dead = tmp_path / ".o.edgeq-tmp-999999999-abc"  # no such pid
     dead.mkdir()
@@ -92,6 +94,7 @@ def test_temp_dirs_of_killed_runs_are_cleaned(tmp_path: Path) -> None:
     assert not dead.exists() and (tmp_path / "o" / "f").read_text() == "ok"
 
 
+@pytest.mark.unit
 def test_written_dirs_follow_the_umask(tmp_path: Path) -> None:
     with atomic_output_dir(tmp_path / "o") as tmp:
         (tmp / "f").write_text("ok")
@@ -100,6 +103,7 @@ def test_written_dirs_follow_the_umask(tmp_path: Path) -> None:
     assert (tmp_path / "o").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
+@pytest.mark.unit
 def test_check_is_the_same_for_every_command(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x").write_text("mine")

@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from conftest import bundled
 
 from edgeq.convert import ConvertConfig, convert
 from edgeq.kernels import KernelCache, cache_path, invoke_check
 
 
-def test_int16x8_records_proven_kernels_in_cache() -> None:
+@pytest.fixture()
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kernel cache of this test's own: what it asserts was learnt in this test."""
+    monkeypatch.setenv("EDGEQ_CACHE_DIR", str(tmp_path / "cache"))
+    assert not cache_path().exists()
+    return cache_path()
+
+
+def test_int16x8_records_proven_kernels_in_cache(empty_cache: Path) -> None:
+    assert KernelCache().get("SOFTMAX") is None  # nothing known yet: the check must invoke
     model, calib, _ = bundled("digits_attention")
     convert(ConvertConfig(model, None, calib, mode="int16x8", show_progress=False))
     cache = KernelCache()
     assert cache.get("SOFTMAX") is True and cache.get("BATCH_MATMUL") is True
-    on_disk = json.loads(cache_path().read_text())
+    on_disk = json.loads(empty_cache.read_text())
     assert any("SOFTMAX" in ops for ops in on_disk.values())
 
 
-def test_op_known_to_lack_int16_kernel_stays_int8_with_warning(tmp_path) -> None:
-    cache = KernelCache()
-    cache.record("SOFTMAX", False, "TFLM: test-recorded missing kernel")
-    try:
-        model, calib, _ = bundled("digits_attention")
-        result = convert(ConvertConfig(model, None, calib, int16=("SOFTMAX", "BATCH_MATMUL"),
-                                       show_progress=False))
-    finally:
-        KernelCache().record("SOFTMAX", True)
+def test_op_known_to_lack_int16_kernel_stays_int8_with_warning(empty_cache: Path) -> None:
+    KernelCache().record("SOFTMAX", False, "TFLM: test-recorded missing kernel")
+    model, calib, _ = bundled("digits_attention")
+    result = convert(ConvertConfig(model, None, calib, int16=("SOFTMAX", "BATCH_MATMUL"),
+                                   show_progress=False))
     by_type = result.report["summary"]["by_type"]
     assert by_type["SOFTMAX"] == {"int8": 1} and by_type["BATCH_MATMUL"] == {"int16": 2}
     warning = [w for w in result.report["warnings"] if "SOFTMAX" in w]

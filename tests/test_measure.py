@@ -14,6 +14,7 @@ from edgeq.measure import Latency, measure_latency, raw_sample
     ((2.0, 1.9, 2.1), (1.0, 0.95, 1.05), 2.0),  # clearly apart
     ((1.02, 1.0, 1.04), (1.0, 0.98, 1.03), 1.0),
 ])
+@pytest.mark.unit
 def test_ratio_is_one_inside_noise(a: tuple, b: tuple, ratio: float) -> None:
     assert Latency(*a).ratio_to(Latency(*b)) == pytest.approx(ratio)
 

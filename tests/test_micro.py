@@ -4,15 +4,15 @@ a measured arena; golden data and preprocessing that reproduce the host's number
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bundled
-from test_cli import run_cli
+from conftest import bundled, run_cli
 
+from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime, quantize
 from device_agent.tflm_child import run_tflm
 from edgeq.convert import ConvertConfig, convert
@@ -21,7 +21,6 @@ from edgeq.micro import MicroConfig, export_micro
 from edgeq.micro.cgen import c_identifier
 from edgeq.micro.resolver import OpUse, model_ops
 from edgeq.micro.templates import TARGETS, render_target
-from device_agent.preprocessing import Contract
 
 HAS_ARM = shutil.which("arm-none-eabi-g++") is not None
 
@@ -168,6 +167,7 @@ def test_bad_export_input_is_one_line_exit_2(tmp_path, capsys) -> None:
     assert not (tmp_path / "fw").exists()
 
 
+@pytest.mark.unit
 # columns: readelf size column, bytes
 @pytest.mark.parametrize("text,value", [("99999", 99999), ("0x186a0", 100000), ("0x9d2b0", 643760)])
 def test_readelf_sizes_are_decimal_then_hex(text: str, value: int) -> None:

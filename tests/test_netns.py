@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 from conftest import bundled
-from mqtt_env import (AgentProcess, CollectorProcess, Mosquitto, make_netns_links,
-                      remove_netns_links, stored_rows, wait_until)
+from mqtt_env import (
+    AgentProcess,
+    CollectorProcess,
+    Mosquitto,
+    make_netns_links,
+    remove_netns_links,
+    stored_rows,
+    wait_until,
+)
 
 from device_agent.connection import Broker, make_client
 from device_agent.protocol import encode, topic
@@ -51,7 +58,7 @@ class StatusWatch:
 
 
 @pytest.fixture()
-def fleet(tmp_path: Path, signing_keys):  # noqa: ANN001, ANN201
+def fleet(tmp_path: Path, signing_keys):
     """Three agents (ns1..ns3), each in its own namespace, on one broker; plus a collector."""
     try:
         links = make_netns_links(3)
@@ -80,7 +87,7 @@ def fleet(tmp_path: Path, signing_keys):  # noqa: ANN001, ANN201
         remove_netns_links(links)
 
 
-def test_cut_link_lwt_then_reconnect_delivers_spooled_results_once(fleet, cnn_int8, signing_keys,  # noqa: ANN001
+def test_cut_link_lwt_then_reconnect_delivers_spooled_results_once(fleet, cnn_int8, signing_keys,
                                                                    record_property) -> None:
     broker, links, agents, watch, db = fleet
     host = Broker.from_url(broker.url)
@@ -120,7 +127,7 @@ def test_cut_link_lwt_then_reconnect_delivers_spooled_results_once(fleet, cnn_in
 
 
 def test_deploy_to_a_device_whose_link_just_died_times_out_and_leaves_nothing(
-        fleet, cnn_int8, signing_keys) -> None:  # noqa: ANN001
+        fleet, cnn_int8, signing_keys) -> None:
     broker, links, agents, watch, _ = fleet
     host = Broker.from_url(broker.url)
     good = deploy(DeployConfig(cnn_int8, "ns3", host, signing_keys[0], show_progress=False))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import bundled
+from conftest import bundled, save_mlp
 
 from edgeq.errors import InputError, PlanError
 from edgeq.graph import read_ops
@@ -43,24 +43,11 @@ def test_not_a_plan_is_rejected() -> None:
         Plan.from_dict({"format": "other"})
 
 
-def _save_mlp(path, head_name: str = "head", extra_layer: bool = False):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((6,), name="x")
-    h = keras.layers.Dense(8, activation="relu", name="body")(inp)
-    if extra_layer:
-        h = keras.layers.Dense(8, activation="relu", name="extra")(h)
-    out = keras.layers.Softmax(name="probs")(keras.layers.Dense(3, name=head_name)(h))
-    keras.Model(inp, out).save(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def mlp_plan(tmp_path_factory):
     """A plan with the softmax in int16, made for the original MLP."""
     root = tmp_path_factory.mktemp("mlp")
-    ops = read_ops(load_model(_save_mlp(root / "v1.keras")).tflite)
+    ops = read_ops(load_model(save_mlp(root / "v1.keras")).tflite)
     plan = Plan.for_ops(ops, [op for op in ops if op.op == "SOFTMAX"])
     path = root / "plan.json"
     path.write_text(__import__("json").dumps(plan.to_dict()))
@@ -80,7 +67,7 @@ def test_plan_check_cli(case, variant, code, words, mlp_plan, capsys) -> None:
     from test_cli import run_cli
 
     root, plan_path = mlp_plan
-    model = _save_mlp(root / f"{case.replace(' ', '_')}.keras", **variant)
+    model = save_mlp(root / f"{case.replace(' ', '_')}.keras", **variant)
     got, out, err = run_cli(["plan", "check", str(model), str(plan_path)], capsys)
     assert got == code, out + err
     for word in words:

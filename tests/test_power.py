@@ -7,9 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from device_agent.power import (HwmonProbe, Pi5PmicProbe, PowerProbe, PowerSupplyProbe,
-                                ProbeUnavailable, RaplProbe, Reading, detect_probe, measure_power,
-                                parse_pmic, window_watts)
+from device_agent.power import (
+    HwmonProbe,
+    Pi5PmicProbe,
+    PowerProbe,
+    PowerSupplyProbe,
+    ProbeUnavailable,
+    RaplProbe,
+    Reading,
+    detect_probe,
+    measure_power,
+    parse_pmic,
+    window_watts,
+)
 
 # The line format `vcgencmd pmic_read_adc` prints on a Raspberry Pi 5 (rail names as the firmware
 # prints them, values illustrative; no Pi 5 here to record one). EXT5V_V and BATT_V have a voltage
@@ -132,7 +142,7 @@ def test_pi5_without_pmic_output_is_unavailable() -> None:
 
 
 def test_no_sensor_gives_nulls_and_every_reason(tmp_path: Path) -> None:
-    def missing(name: str):  # noqa: ANN202
+    def missing(name: str):
         def make() -> PowerProbe:
             raise ProbeUnavailable(f"no {name} here")
         return make

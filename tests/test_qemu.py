@@ -33,7 +33,7 @@ def arm64_python() -> tuple[tuple[str, ...], Path]:
     return (qemu, "-L", str(root), str(root / "usr" / "bin" / "python3.11")), ARM64_DIR / "site"
 
 
-def test_arm64_agent_under_qemu_deploy_bench_collect(tmp_path: Path, broker, arm64_python,  # noqa: ANN001
+def test_arm64_agent_under_qemu_deploy_bench_collect(tmp_path: Path, broker, arm64_python,
                                                      cnn_int8: Path, signing_keys, capsys,
                                                      record_property) -> None:
     python, site = arm64_python

@@ -6,16 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from conftest import bundled
-from test_cli import run_cli
+from conftest import bundled, run_cli
 
+from device_agent.preprocessing import Contract
 from edgeq import rewrite as rewrite_module
 from edgeq.convert import ConvertConfig, convert
 from edgeq.data import load_dataset
 from edgeq.errors import InputError, ModelError
 from edgeq.graph import read_ops
 from edgeq.load import load_model
-from device_agent.preprocessing import Contract
 from edgeq.rewrite import parse_rewrites, rewrite
 
 

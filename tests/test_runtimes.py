@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from conftest import bundled
 
-from device_agent.runtimes import (LiteRTRuntime, Runtime, TensorSpec, TFLMRuntime, dequantize,
-                                   open_runtime, quantize)
+from device_agent.runtimes import (
+    LiteRTRuntime,
+    Runtime,
+    TensorSpec,
+    TFLMRuntime,
+    dequantize,
+    open_runtime,
+    quantize,
+)
 from device_agent.tflm_child import run_tflm
 from edgeq.convert import ConvertConfig, convert
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
-from conftest import bundled
-from test_cli import run_cli
-from test_plan import _save_mlp
+from conftest import bundled, run_cli, save_mlp
 
 from edgeq.measure import Metric, Point
 from edgeq.pareto import dominates, frontier
@@ -18,6 +17,7 @@ def _point(label: str, score: float, size: int, ms: float = 1.0, int16: int = 0)
     return Point(label, frozenset(range(int16)), "int8", score, score, score, size, ms, int16, 0, 0)
 
 
+@pytest.mark.unit
 def test_frontier_is_exactly_the_non_dominated_points() -> None:
     pts = [_point("a", 30, 100), _point("b", 35, 120), _point("c", 33, 130), _point("d", 40, 150),
            _point("e", 40, 160), _point("f", 29, 90)]
@@ -27,6 +27,7 @@ def test_frontier_is_exactly_the_non_dominated_points() -> None:
         assert (p in front) != any(dominates(q, p, "bytes") for q in pts)
 
 
+@pytest.mark.unit
 def test_choose_smallest_within_drop_or_best_under_cap() -> None:
     pts = [_point("int8", 30, 100), _point("mid", 39.5, 110), _point("int16", 40, 150)]
     ref, metric = pts[2], Metric("sqnr_db")
@@ -119,7 +120,7 @@ def mlp_v1(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.savez(root / "calib.npz", x=rng.normal(size=(64, 6)).astype(np.float32))
     np.savez(root / "eval.npz", x=rng.normal(size=(48, 6)).astype(np.float32))
-    return root, _save_mlp(root / "v1.keras")
+    return root, save_mlp(root / "v1.keras")
 
 
 def test_reuse_reexamines_only_what_changed(mlp_v1, capsys) -> None:
@@ -127,7 +128,7 @@ def test_reuse_reexamines_only_what_changed(mlp_v1, capsys) -> None:
     data = ["--calib", str(root / "calib.npz"), "--eval", str(root / "eval.npz")]
     code, first, err = _search([str(v1), "-o", str(root / "s1"), *data], capsys)
     assert code == 0, err
-    v2 = _save_mlp(root / "v2.keras", extra_layer=True)
+    v2 = save_mlp(root / "v2.keras", extra_layer=True)
     code, second, err = _search([str(v2), "-o", str(root / "s2"), *data, "--reuse",
                                  str(root / "s1" / "plan.json")], capsys)
     assert code == 0, err

@@ -23,9 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.connection import Broker, make_client, properties
-from device_agent.protocol import (MAX_ACK_IDS, MAX_RESULT_BYTES, ProtocolError, ack_message,
-                                   check_result, decode, device_of, encode, resend_topic,
-                                   shared_results, topic)
+from device_agent.protocol import (
+    MAX_ACK_IDS,
+    MAX_RESULT_BYTES,
+    ProtocolError,
+    ack_message,
+    check_result,
+    decode,
+    device_of,
+    encode,
+    resend_topic,
+    shared_results,
+    topic,
+)
 
 from .store import ResultStore, open_store
 
@@ -54,7 +64,7 @@ class Collector:
         self.cfg = cfg
         self.store = store or open_store(cfg.db)
         self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
         self.by_device: collections.Counter[str] = collections.Counter()
         client_id = cfg.client_id or f"edgeq-collector-{socket.gethostname()}-{cfg.group}"
         self.client = make_client(cfg.broker, client_id, manual_ack=True)
@@ -122,7 +132,7 @@ class Collector:
                 valid.append(self._checked(name, payload))
             except ProtocolError as e:
                 refused.append((name, str(e), payload))
-            except Exception as e:  # noqa: BLE001 - a bug must not crash-loop the fleet
+            except Exception as e:
                 log.exception("collector: unexpected error on a message from %s", name)
                 refused.append((name, f"internal error: {type(e).__name__}: {e}", payload))
         stored = self._store(valid, refused)
@@ -148,12 +158,12 @@ class Collector:
             return []
         try:
             batches = [(valid, self.store.add(valid))]
-        except Exception:  # noqa: BLE001 - find the row the store cannot take
+        except Exception:
             batches = []
             for r in valid:
                 try:
                     batches.append(([r], self.store.add([r])))
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     refused.append((topic(r["device"], "result"), f"store refused it: {e}",
                                     encode(r)))
         stored = [r for rows, _ in batches for r in rows]
@@ -170,7 +180,7 @@ class Collector:
                         len(payload), why[:300])
         try:
             self.store.quarantine(refused)
-        except Exception as e:  # noqa: BLE001 - counted and logged; the message is still dropped
+        except Exception as e:
             log.error("collector: could not keep %d refused messages: %s", len(refused), e)
 
     def _ack_devices(self, stored: list[dict[str, Any]]) -> None:
@@ -222,7 +232,7 @@ class Collector:
         collector = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path.rstrip("/") != "/metrics":
                     self.send_error(404, "only /metrics is served")
                     return
@@ -237,7 +247,7 @@ class Collector:
                 pass
 
         Handler.timeout = METRICS_IDLE_S  # an idle client cannot hold its thread for ever
-        server = http.server.ThreadingHTTPServer((self.cfg.metrics_bind, self.cfg.metrics_port),
+        server = http.server.ThreadingHTTPServer((self.cfg.metrics_bind, self.cfg.metrics_port or 0),
                                                  Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -95,7 +95,7 @@ def _latency_panel(ax: Any, x: list[int], rows: list[dict[str, Any]]) -> None:
     """p50 bars labelled with their value; p99 as a marker. The axis follows the p50s (x1.6):
     a p99 far above them is drawn at the top edge with its value, so it cannot flatten the bars."""
     p50 = [r["p50_ms"] or 0.0 for r in rows]
-    top = max(p50 + [1e-6]) * 1.6
+    top = max([*p50, 1e-06]) * 1.6
     ax.bar(x, p50, color="tab:blue", label="p50")
     for k, v in enumerate(p50):
         ax.annotate(f"{v:.3g}", (k, v), ha="center", va="bottom", fontsize=8)
@@ -136,16 +136,14 @@ def _metric_panel(ax: Any, x: list[int], rows: list[dict[str, Any]]) -> None:
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Three panels per (device, model): latency (p50 bar, p99 marker), task metric on the
     device vs the host's, and the share of samples bit-exact with the host (max LSB on top)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     from ..fsutil import write_atomic
 
     labels = [f"{r['device']}\n{r['model']}" for r in rows]
     x = list(range(len(rows)))
-    fig, (ax_lat, ax_acc, ax_agree) = plt.subplots(1, 3, figsize=(max(10, 2.2 * len(rows) + 5), 4.8))
+    fig = Figure(figsize=(max(10, 2.2 * len(rows) + 5), 4.8))
+    ax_lat, ax_acc, ax_agree = fig.subplots(1, 3)
     _latency_panel(ax_lat, x, rows)
     _metric_panel(ax_acc, x, rows)
     exact = [100 * (r["exact_match"] or 0) for r in rows]
@@ -160,7 +158,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(Path(path), buffer.getvalue())
     return Path(path)

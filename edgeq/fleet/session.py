@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from device_agent.connection import Broker, make_client, properties
-from device_agent.protocol import (Command, ProtocolError, all_devices, decode, device_of, encode,
-                                   topic)
+from device_agent.protocol import Command, ProtocolError, all_devices, decode, device_of, encode, topic
 
 from ..errors import DeviceRefused, DeviceUnreachable
 
@@ -91,9 +90,10 @@ class HostSession:
             if match(name, message):
                 return self.unread.pop(k)
         for name, payload in self._arrivals(timeout):
-            message = self._decoded(name, payload)
-            if message is None:
+            decoded = self._decoded(name, payload)
+            if decoded is None:
                 continue
+            message = decoded
             if match(name, message):
                 return name, message
             self.unread.append((name, message))

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import InputError
 
@@ -124,7 +124,7 @@ class SQLiteStore:
 
     def results(self, device: str | None = None) -> list[dict[str, Any]]:
         """Stored result messages, oldest first."""
-        query, params = "SELECT payload FROM reports", ()
+        query, params = "SELECT payload FROM reports", cast(tuple[str, ...], ())
         if device:
             query, params = query + " WHERE device = ?", (device,)
         rows = self.db.execute(query + " ORDER BY ts, report_id", params)

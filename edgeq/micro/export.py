@@ -14,20 +14,20 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime, default_tflm_arena
 from device_agent.tflm_child import run_tflm
 
 from .. import __version__
 from ..capture import captured_output
+from ..compare import compare_runtimes, tolerance_lsb
 from ..errors import InputError, ModelError
 from ..evaluate import quantized_reference
-from ..compare import compare_runtimes, tolerance_lsb
 from ..flatbuffer import external_buffers, inline_buffers
-from ..graph import not_integer_note
 from ..fsutil import atomic_output_dir, check_output_dir
+from ..graph import not_integer_note
 from ..load import read_quantized_tflite
 from ..rewrite import read_contracts
-from device_agent.preprocessing import Contract
 from . import cgen
 from .arena import ALIGN, measure_arena
 from .resolver import model_ops, resolver_header
@@ -117,7 +117,7 @@ def export_micro(cfg: MicroConfig) -> dict[str, Any]:
         "integer_only": not any("float32" in u.dtypes for u in ops),
         "warnings": notes,
         "preprocessing": contract,
-        "files": sorted(files) + ["manifest.json"],
+        "files": [*sorted(files), "manifest.json"],
     }
     with atomic_output_dir(cfg.out, "export micro") as tmp:
         for relative, text in files.items():

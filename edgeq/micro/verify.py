@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ModelError
 
 HOST_FLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2", "-c"]
-ARM_FLAGS = HOST_FLAGS + ["-mcpu=cortex-m4", "-mthumb", "-ffunction-sections", "-fdata-sections"]
+ARM_FLAGS = [*HOST_FLAGS, "-mcpu=cortex-m4", "-mthumb", "-ffunction-sections", "-fdata-sections"]
 COMPILERS = {"host": ("g++", HOST_FLAGS), "cortex-m4": ("arm-none-eabi-g++", ARM_FLAGS)}
 
 
@@ -87,7 +87,7 @@ def verify_objects(out: Path, cname: str, tflite: bytes, work: Path) -> dict[str
         headers = work / f"{cname}_headers.cc"  # every generated header that needs no TFLM
         headers.write_text("".join(f'#include "{h.name}"\n' for h in sorted(out.glob(f"{cname}_*.h"))
                                    if "op_resolver" not in h.name))
-        compile_source(compiler, flags + ["-I", str(out)], headers, work / f"headers.{target}.o")
+        compile_source(compiler, [*flags, "-I", str(out)], headers, work / f"headers.{target}.o")
         sym = read_symbol(obj, f"g_{cname}_model_data")
         problems = []
         if sym.data != tflite:
