@@ -25,16 +25,16 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 
 from device_agent.runtimes import LiteRTRuntime, quantize
-from edgeq.baseline import plain_tf_int8
-from edgeq.calibrate import calibrate
 from edgeq.capture import captured_output
-from edgeq.data import load_dataset
-from edgeq.evaluate import compare, run_model
-from edgeq.load import load_model
-from edgeq.measure import latency_ms
-from edgeq.opspec import select_ops
-from edgeq.quantize import Precision
-from edgeq.session import QuantSession
+from edgeq.model.data import load_dataset
+from edgeq.model.load import load_model
+from edgeq.quant.calibrate import calibrate
+from edgeq.quant.opspec import select_ops
+from edgeq.quant.quantize import Precision
+from edgeq.quant.session import QuantSession
+from edgeq.study.baseline import plain_tf_int8
+from edgeq.study.evaluate import compare, run_model
+from edgeq.study.measure import latency_ms
 
 MIXED_OPS = ("SOFTMAX", "BATCH_MATMUL")
 
@@ -56,7 +56,7 @@ def median_time(fn, repeat: int) -> tuple[float, object]:
 
 
 def float_latency_ms(tflite: bytes, sample: list[np.ndarray], runs: int) -> float:
-    """edgeq.measure.latency_ms on a float sample quantised for this model's inputs."""
+    """edgeq.study.measure.latency_ms on a float sample quantised for this model's inputs."""
     with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
         raw = [quantize(x, s) for x, s in zip(sample, rt.inputs())]
     return latency_ms(tflite, raw, runs)

@@ -26,15 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import edgeq.quantize
-from edgeq.compare import compare_runtimes
+import edgeq.quant.quantize
 from edgeq.convert import ConvertConfig, convert
 from edgeq.errors import EdgeqError
-from edgeq.evaluate import quantized_reference, run_model
-from edgeq.flatbuffer import external_buffers
-from edgeq.load import from_tflite_bytes as load_model_bytes
-from edgeq.load import load_model
 from edgeq.micro import MicroConfig, export_micro
+from edgeq.model.flatbuffer import external_buffers
+from edgeq.model.load import from_tflite_bytes as load_model_bytes
+from edgeq.model.load import load_model
+from edgeq.study.compare import compare_runtimes
+from edgeq.study.evaluate import quantized_reference, run_model
 
 CACHE = Path(os.environ.get("EDGEQ_CACHE_DIR", Path.home() / ".cache" / "edgeq")) / "bench"
 
@@ -105,7 +105,7 @@ def row(label: str, tflite: bytes, data: Path, float_tflite: bytes, samples: int
 
 def _float_accuracy(float_tflite: bytes, data: Path, samples: int) -> float:
     from device_agent.metrics import task_metric
-    from edgeq.data import load_dataset
+    from edgeq.model.data import load_dataset
 
     model = load_model_bytes(float_tflite)
     evald = load_dataset(data, model.inputs, labels=True).head(samples)
@@ -119,8 +119,8 @@ def main() -> None:
     model, calib, evalf = trained_mobilenet()
     float_tflite = load_model(model).tflite
     work = Path(tempfile.mkdtemp(prefix="edgeq-mnv2-bench-"))
-    from edgeq.baseline import plain_tf_int8
-    from edgeq.data import load_dataset
+    from edgeq.model.data import load_dataset
+    from edgeq.study.baseline import plain_tf_int8
 
     calib_data = load_dataset(calib, load_model_bytes(float_tflite).inputs)
     rows = [row("int8 plain TFLiteConverter (baseline)", plain_tf_int8(model, calib_data), evalf,
@@ -128,12 +128,12 @@ def main() -> None:
     for mode in ("int8", "int16x8"):
         cfg = ConvertConfig(model, None, calib, evalf, mode=mode, show_progress=False)
         after = convert(cfg).tflite
-        original = edgeq.quantize.inline_buffers
-        edgeq.quantize.inline_buffers = lambda b: b  # what litert-quantizer alone writes
+        original = edgeq.quant.quantize.inline_buffers
+        edgeq.quant.quantize.inline_buffers = lambda b: b  # what litert-quantizer alone writes
         try:
             before = convert(cfg).tflite
         finally:
-            edgeq.quantize.inline_buffers = original
+            edgeq.quant.quantize.inline_buffers = original
         rows.append(row(f"{mode} as litert-quantizer writes it", before, evalf, float_tflite,
                         args.samples, work))
         rows.append(row(f"{mode} edgeq", after, evalf, float_tflite, args.samples, work))

@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from edgeq.baseline import plain_litert_quantizer, plain_tf_16x8, plain_tf_int8
-from edgeq.evaluate import compare, run_model
-from edgeq.measure import Point, latency_ms
-from edgeq.pareto import dominates, frontier
-from edgeq.quantize import Precision
-from edgeq.search import SearchResult, search
+from edgeq.quant.quantize import Precision
+from edgeq.study.baseline import plain_litert_quantizer, plain_tf_16x8, plain_tf_int8
+from edgeq.study.evaluate import compare, run_model
+from edgeq.study.measure import Point, latency_ms
+from edgeq.study.pareto import dominates, frontier
+from edgeq.study.search import SearchResult, search
 
 # (example, metric, rewrites, role in the targets)
 CASES = [

@@ -31,6 +31,7 @@ from .authority import Authority, NotAuthorized
 from .benchmark import BenchmarkConfig, Interrupted, benchmark, random_inputs
 from .bundle import Bundle, BundleError, extract_bundle
 from .connection import Broker, make_client, properties
+from .errors import AgentError
 from .evaluate import evaluate, raw_samples
 from .loadcheck import check_in_child
 from .power import PowerProbe, detect_probe, measure_power, unavailable_power
@@ -90,7 +91,7 @@ class Transfer:
     deadline: float = float("inf")  # time.monotonic() by which every chunk must be in
 
 
-class Rejected(Exception):
+class Rejected(AgentError):
     """A deploy is refused; the message says why (the active model is unchanged)."""
 
 

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from .errors import AgentError
 from .signing import SignatureError, key_id, verify_statement
 
 log = logging.getLogger("edgeq.agent")
@@ -28,7 +29,7 @@ CLOCK_SKEW_S = 300.0  # how far in the future a statement may claim to be issued
 MAX_LIFETIME_S = 7 * 86400.0  # a statement valid for longer is refused
 
 
-class NotAuthorized(ValueError):
+class NotAuthorized(AgentError, ValueError):
     """A statement is not acceptable; the text says why (for the device's rejection event)."""
 
 

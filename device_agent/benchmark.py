@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .errors import AgentError
 from .runtimes import Runtime, TensorSpec
 
 MAX_RAW_SAMPLES = 1000
 
 
-class Interrupted(Exception):
+class Interrupted(AgentError):
     """The agent is stopping (SIGTERM): a measurement ends within a second, unfinished."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import save_npz
+from .errors import AgentError
 from .preprocessing import Contract
 from .protocol import SHA256_HEX, ProtocolError, decode
 from .runtimes import TensorSpec
@@ -45,7 +46,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
 _COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 
 
-class BundleError(ValueError):
+class BundleError(AgentError, ValueError):
     """A bundle is malformed or does not match its own description."""
 
 

@@ -13,11 +13,11 @@ from functools import partial
 from pathlib import Path
 
 from . import __version__
-from .connection import Broker, ConnectionConfigError
+from .connection import Broker
+from .errors import AgentError
 from .power import SOURCES, PowerProbe, probe_registry
-from .protocol import ProtocolError, check_device_id
-from .runtimes import RuntimeUnavailable, runtime_registry
-from .signing import SignatureError
+from .protocol import check_device_id
+from .runtimes import runtime_registry
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                           resend_after_s=args.resend_after,
                           child_python=tuple(shlex.split(args.child_python)))
         agent = Agent(cfg, _probes(args.sysfs_root))
-    except (ConnectionConfigError, ProtocolError, SignatureError, RuntimeUnavailable,
-            OSError, ValueError) as e:
+    except (AgentError, OSError, ValueError) as e:  # bad arguments, key, runtime or data dir
         print(f"edgeq-agent: error: {e}", file=sys.stderr)
         return 2
     stop = threading.Event()

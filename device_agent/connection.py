@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import AgentError
+
 SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883, "ssl": 8883}
 
 
-class ConnectionConfigError(ValueError):
+class ConnectionConfigError(AgentError, ValueError):
     """A broker URL, credential or TLS file is unusable; the text says which and why."""
 
 

@@ -8,10 +8,11 @@ Prints one JSON line {ok, runtime, version, error}; exit 0 when the model loads 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .child import last_line, run_child
 
 
 @dataclass(frozen=True)
@@ -29,22 +30,16 @@ def check_in_child(bundle_dir: Path, runtime: str, timeout_s: float = 300.0,
     """Run the check as a child process and report what happened, crashes included.
 
     `python`: the command that starts the child interpreter (default: this one)."""
-    try:
-        proc = subprocess.run([*(python or (sys.executable,)), "-m", "device_agent.loadcheck",
-                               str(bundle_dir), runtime],
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return LoadCheck(False, runtime, error=f"load check timed out after {timeout_s:.0f} s")
-    except OSError as e:
-        return LoadCheck(False, runtime, error=f"cannot start the load check ({e}); see "
-                                                "edgeq-agent --child-python")
-    if proc.returncode < 0:
+    child = run_child("device_agent.loadcheck", [str(bundle_dir), runtime], timeout_s, python)
+    if child.signal is not None:
         return LoadCheck(False, runtime, error=f"the {runtime} interpreter crashed (signal "
-                                                f"{-proc.returncode}) loading the model")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+                                                f"{child.signal}) loading the model")
+    if child.failure("load check", timeout_s):
+        hint = "; see edgeq-agent --child-python" if child.start_error else ""
+        return LoadCheck(False, runtime, error=child.failure("load check", timeout_s) + hint)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return LoadCheck(False, runtime, error=f"load check failed: {tail}")
+        return LoadCheck(False, runtime, error=f"load check failed: {last_line(child.stderr)}")
     result = json.loads(lines[-1])
     return LoadCheck(bool(result["ok"]), result.get("runtime", runtime),
                      result.get("version", ""), result.get("error", ""))

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import AgentError
+
 SOURCES = ("rapl", "hwmon", "power_supply", "pi5")
 DEFAULT_INTERVAL_S = {"rapl": 0.05, "hwmon": 0.05, "power_supply": 0.1, "pi5": 0.1}
 
 
-class ProbeUnavailable(RuntimeError):
+class ProbeUnavailable(AgentError, RuntimeError):
     """A power source is absent or unreadable here; the text says why."""
 
 

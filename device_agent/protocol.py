@@ -39,6 +39,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import AgentError
+
 PREFIX = "edgeq/v1"
 SCHEMA_VERSION = 1
 MAX_COMMAND_BYTES = 64 * 1024
@@ -58,7 +60,7 @@ FINAL_STATES = ("activated", "rejected", "done", "failed", "pong")
 LEVELS = ("info", "warning", "error")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(AgentError, ValueError):
     """A message does not follow protocol v1; the text says which field and what was expected."""
 
     def __init__(self, message: str, cmd_id: str | None = None) -> None:

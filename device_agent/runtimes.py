@@ -18,8 +18,10 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
+from .errors import AgentError
 
-class RuntimeUnavailable(RuntimeError):
+
+class RuntimeUnavailable(AgentError, RuntimeError):
     """The interpreter package for a runtime is not installed."""
 
 

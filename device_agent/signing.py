@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import AgentError
+
 DOMAIN = b"edgeq-statement-v2\n"
 PRIVATE_NAME, PUBLIC_NAME = "host.key", "host.pub"
 STATEMENT_FIELDS = ("kind", "target", "seq", "issued", "expires", "key_id")
 
 
-class SignatureError(ValueError):
+class SignatureError(AgentError, ValueError):
     """A key file is unusable or a signature does not verify."""
 
 

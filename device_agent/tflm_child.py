@@ -9,7 +9,6 @@ outputs.npz (keys out_<i>), tensors.npz (keys t_<index>) or error.txt.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import save_npz
+from .child import last_line, run_child
 
 
 @dataclass
@@ -47,20 +47,18 @@ def run_tflm(model: bytes, samples: Sequence[Sequence[np.ndarray]], arena_size: 
         n_inputs = len(samples[0]) if samples else 0
         save_npz(work / "inputs.npz", {f"in_{i}": np.stack([s[i] for s in samples])
                                        for i in range(n_inputs)})
-        try:
-            proc = subprocess.run([sys.executable, "-m", "device_agent.tflm_child", str(work)],
-                                  capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return TFLMRun(False, error=f"TFLM child timed out after {timeout_s:.0f} s")
-        if proc.returncode < 0:
-            return TFLMRun(False, error=f"TFLM crashed with signal {-proc.returncode} "
-                                        f"(arena {arena_size} bytes): {_last_line(proc.stderr)}")
+        child = run_child("device_agent.tflm_child", [str(work)], timeout_s)
+        if child.signal is not None:
+            return TFLMRun(False, error=f"TFLM crashed with signal {child.signal} "
+                                        f"(arena {arena_size} bytes): {last_line(child.stderr)}")
+        if child.failure("TFLM run", timeout_s):
+            return TFLMRun(False, error=child.failure("TFLM run", timeout_s))
         if (work / "error.txt").exists():
             error = (work / "error.txt").read_text().strip()
-            log = tflm_log_summary(proc.stderr)
+            log = tflm_log_summary(child.stderr)
             return TFLMRun(False, error=f"{error} ({log})" if log else error)
-        if proc.returncode != 0 or not (work / "outputs.npz").exists():
-            return TFLMRun(False, error=f"TFLM child failed: {_last_line(proc.stderr)}")
+        if child.returncode != 0 or not (work / "outputs.npz").exists():
+            return TFLMRun(False, error=f"TFLM child failed: {last_line(child.stderr)}")
         with np.load(work / "outputs.npz") as out:
             outputs = [out[f"out_{i}"] for i in range(len(out.files))]
         tensors = {}
@@ -75,11 +73,6 @@ def tflm_log_summary(text: str, limit: int = 3) -> str:
     lines = [line.strip() for line in text.splitlines()
              if line.strip() and "Warning:" not in line and not line.lstrip().startswith("warn")]
     return "; ".join(lines[:limit])
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
 
 
 def _child_main(work: Path) -> int:

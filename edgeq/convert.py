@@ -17,21 +17,20 @@ from typing import Any
 import numpy as np
 
 from device_agent.runtimes import default_tflm_arena
-
-from . import __version__
-from .calibrate import CalibrationMethod
-from .compare import compare_runtimes
-from .errors import InputError
-from .evaluate import Outputs, compare, run_model
-from .fsutil import atomic_output_dir, check_output_dir
-from .graph import read_ops
-from .load import FloatModel
-from .measure import measure_latency, raw_sample, requantize_ops
-from .opspec import select_ops
-from .plan import Plan, plan_indices
-from .quantize import Precision
-from .rewrite import load_inputs, write_contract
-from .session import Quantized, QuantSession, resolve_precisions
+from edgeq import __version__
+from edgeq.errors import InputError
+from edgeq.fsutil import atomic_output_dir, check_output_dir
+from edgeq.model.graph import read_ops
+from edgeq.model.load import FloatModel
+from edgeq.model.rewrite import load_inputs, write_contract
+from edgeq.quant.calibrate import CalibrationMethod
+from edgeq.quant.opspec import select_ops
+from edgeq.quant.plan import Plan, plan_indices
+from edgeq.quant.quantize import Precision
+from edgeq.quant.session import Quantized, QuantSession, resolve_precisions
+from edgeq.study.compare import compare_runtimes
+from edgeq.study.evaluate import Outputs, compare, run_model
+from edgeq.study.measure import measure_latency, raw_sample, requantize_ops
 
 log = logging.getLogger("edgeq")
 MODES = ("int8", "int16x8", "mixed")
@@ -121,7 +120,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     tflm = tflm_check(quantized.tflite, quant_out, float_out, data.y, cfg.tolerance)
     log.info("TFLite Micro: %s", "runs" if tflm["runs"] else f"fails ({tflm.get('error')})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
-                        _plan_metrics(metrics), default.value, loaded.rewritten.names)
+                        _plan_metrics(metrics), default, loaded.rewritten.names)
     if mode == "mixed":
         versus = against_int16x8(session, quantized, data.sample(0))
         if versus["loses"]:

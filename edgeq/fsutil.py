@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InputError
+from edgeq.errors import InputError
 
 MARKER = ".edgeq-output.json"
 _TMP_TAG, _OLD_TAG = "edgeq-tmp", "edgeq-old"
@@ -60,7 +60,7 @@ def foreign_files(out: Path) -> list[str]:
 def atomic_output_dir(out: Path, command: str = "edgeq") -> Iterator[Path]:
     """Yield a temp dir beside `out`; on success it replaces `out` whole, on any error (or
     SIGTERM, which the CLI turns into SystemExit) it is removed and `out` is untouched."""
-    from . import __version__
+    from edgeq import __version__
 
     out = check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)

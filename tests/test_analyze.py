@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import bundled
 
-from edgeq.analyze import analyze, build_candidates
-from edgeq.graph import read_ops
-from edgeq.load import load_model
+from edgeq.model.graph import read_ops
+from edgeq.model.load import load_model
+from edgeq.study.analyze import analyze, build_candidates
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,10 @@ def test_outlier_ops_rank_first_although_upgrading_one_alone_is_blind(outlier_re
     gap = outlier_report["gap_db"]
     assert gap > 6
     assert hidden["upgrade_gain_db"] < 0.25 * gap < hidden["downgrade_loss_db"]
-    top = outlier_report["candidates"][0]  # one of the two outlier ops, or a group of just them
-    assert "hidden" in top["name"] or "mix" in top["name"], top["name"]
-    assert len(top.get("ops") or [top["name"]]) <= 2, top
+    # Among single ops the two around the outlier rank first (a group holding them, up to the
+    # whole model, may rank above them: its rank divides by a cost that includes latency).
+    first_op = next(r for r in outlier_report["candidates"] if r["kind"] == "op")
+    assert "hidden" in first_op["name"] or "mix" in first_op["name"], first_op["name"]
 
 
 def test_attribution_covers_inputs_and_every_op(outlier_report) -> None:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import bundled
 
-from edgeq.calibrate import CalibrationMethod, calibrate
-from edgeq.data import load_dataset
 from edgeq.errors import InputError
-from edgeq.graph import read_ops
-from edgeq.load import load_model
+from edgeq.model.data import load_dataset
+from edgeq.model.graph import read_ops
+from edgeq.model.load import load_model
+from edgeq.quant.calibrate import CalibrationMethod, calibrate
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_degenerate_ranges_are_widened_and_named(degenerate_model: tuple, mode: 
 
 
 def test_notes_name_values_left_out_of_a_range() -> None:
-    from edgeq.calibrate import _RangeCollector
+    from edgeq.quant.calibrate import _RangeCollector
 
     collector = _RangeCollector(CalibrationMethod())
     collector.add("mask", np.array([0.0, -3.4e38, 1.0], np.float32))

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-import edgeq.quantize
-from edgeq.compare import compare_runtimes, parse_runtimes
+import edgeq.quant.quantize
 from edgeq.errors import InputError
-from edgeq.flatbuffer import BUFFER_ALIGN, external_buffers, read_tree
-from edgeq.load import from_tflite_bytes
+from edgeq.model.flatbuffer import BUFFER_ALIGN, external_buffers, read_tree
+from edgeq.model.load import from_tflite_bytes
+from edgeq.study.compare import compare_runtimes, parse_runtimes
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def one_op(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import keras
     import tensorflow as tf
 
-    from edgeq.data import Dataset
-    from edgeq.session import QuantSession
+    from edgeq.model.data import Dataset
+    from edgeq.quant.session import QuantSession
 
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((512,), batch_size=1), keras.layers.Dense(600)])
@@ -39,12 +39,12 @@ def one_op(tmp_path_factory: pytest.TempPathFactory) -> dict:
     session = QuantSession(from_tflite_bytes(float_tflite), Dataset((x,), None, "x"),
                            show_progress=False)
     fixed = session.quantize(set()).tflite
-    original = edgeq.quantize.inline_buffers
-    edgeq.quantize.inline_buffers = lambda b: b  # what litert-quantizer alone writes
+    original = edgeq.quant.quantize.inline_buffers
+    edgeq.quant.quantize.inline_buffers = lambda b: b  # what litert-quantizer alone writes
     try:
         raw = session.quantize(set()).tflite
     finally:
-        edgeq.quantize.inline_buffers = original
+        edgeq.quant.quantize.inline_buffers = original
     for name, data in (("raw", raw), ("fixed", fixed)):
         (root / name).mkdir()
         (root / name / "model.tflite").write_bytes(data)

@@ -10,12 +10,12 @@ import pytest
 from conftest import BUNDLED, bundled
 
 from device_agent.runtimes import LiteRTRuntime
-from edgeq.baseline import plain_tf_int8
 from edgeq.convert import ConvertConfig, convert
-from edgeq.data import load_dataset
-from edgeq.evaluate import compare, run_model
-from edgeq.graph import read_ops
-from edgeq.load import load_model
+from edgeq.model.data import load_dataset
+from edgeq.model.graph import read_ops
+from edgeq.model.load import load_model
+from edgeq.study.baseline import plain_tf_int8
+from edgeq.study.evaluate import compare, run_model
 
 
 def _convert(name: str, out: Path | None = None, **kwargs) -> dict:

@@ -9,8 +9,8 @@ import pytest
 from conftest import bundled, run_cli
 
 from device_agent.runtimes import TensorSpec
-from edgeq.data import Dataset, labels_for
 from edgeq.errors import InputError
+from edgeq.model.data import Dataset, labels_for
 
 OUT10 = TensorSpec("logits", (1, 10), "float32")
 

@@ -69,7 +69,7 @@ def test_empty_existing_dir_and_file_path(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.unit
 def test_error_or_sigterm_inside_leaves_no_temp_dir(tmp_path: Path) -> None:
-    from edgeq.cli import _exit_on_sigterm
+    from edgeq.cli.commands import _exit_on_sigterm
 
     out = tmp_path / "o"
     with pytest.raises(RuntimeError), atomic_output_dir(out) as tmp:

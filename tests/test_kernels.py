@@ -9,7 +9,7 @@ import pytest
 from conftest import bundled
 
 from edgeq.convert import ConvertConfig, convert
-from edgeq.kernels import KernelCache, cache_path, invoke_check
+from edgeq.quant.kernels import KernelCache, cache_path, invoke_check
 
 
 @pytest.fixture()
@@ -42,9 +42,9 @@ def test_op_known_to_lack_int16_kernel_stays_int8_with_warning(empty_cache: Path
 
 
 def test_invoke_check_reports_tflm_failure_by_op_name(multi_input_model) -> None:
-    from edgeq.data import load_dataset
-    from edgeq.load import load_model
-    from edgeq.session import QuantSession
+    from edgeq.model.data import load_dataset
+    from edgeq.model.load import load_model
+    from edgeq.quant.session import QuantSession
 
     model_path, calib_path = multi_input_model
     model = load_model(model_path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import bundled, run_cli
 
-from edgeq.graph import read_ops
-from edgeq.load import load_model
+from edgeq.model.graph import read_ops
+from edgeq.model.load import load_model
 
 
 @pytest.fixture(scope="module")

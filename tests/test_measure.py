@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import bundled
 
-from edgeq.measure import Latency, measure_latency, raw_sample
+from edgeq.study.measure import Latency, measure_latency, raw_sample
 
 
 # columns: a (median, low, high), b, expected a/b

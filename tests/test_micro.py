@@ -150,7 +150,7 @@ def test_names_become_c_identifiers_or_a_clear_error() -> None:
 def test_an_op_tflm_cannot_run_fails_the_export_naming_it(tmp_path) -> None:
     import keras
 
-    from edgeq.load import load_model
+    from edgeq.model.load import load_model
 
     inp = keras.Input((4,), name="x")
     keras.Model(inp, keras.layers.Dense(3, activation="gelu")(inp)).save(tmp_path / "gelu.keras")
@@ -206,7 +206,7 @@ def test_export_of_a_megabyte_model_verifies(megabyte_model: tuple, tmp_path: Pa
 
 def test_export_of_a_float_model_warns_and_says_so(tmp_path: Path) -> None:
     float_model = tmp_path / "float.tflite"
-    from edgeq.load import load_model
+    from edgeq.model.load import load_model
 
     float_model.write_bytes(load_model(bundled("digits_cnn")[0]).tflite)
     manifest = export_micro(MicroConfig(float_model, tmp_path / "fw", "f", verify=False))

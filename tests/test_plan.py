@@ -6,9 +6,9 @@ import pytest
 from conftest import bundled, save_mlp
 
 from edgeq.errors import InputError, PlanError
-from edgeq.graph import read_ops
-from edgeq.load import load_model
-from edgeq.plan import Plan, check_plan, plan_indices
+from edgeq.model.graph import read_ops
+from edgeq.model.load import load_model
+from edgeq.quant.plan import Plan, check_plan, plan_indices
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import pytest
 from conftest import bundled, run_cli
 
 from device_agent.preprocessing import Contract
-from edgeq import rewrite as rewrite_module
 from edgeq.convert import ConvertConfig, convert
-from edgeq.data import load_dataset
 from edgeq.errors import InputError, ModelError
-from edgeq.graph import read_ops
-from edgeq.load import load_model
-from edgeq.rewrite import parse_rewrites, rewrite
+from edgeq.model import rewrite as rewrite_module
+from edgeq.model.data import load_dataset
+from edgeq.model.graph import read_ops
+from edgeq.model.load import load_model
+from edgeq.model.rewrite import parse_rewrites, rewrite
 
 
 def _loaded(name: str):

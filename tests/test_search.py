@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import bundled, run_cli, save_mlp
 
-from edgeq.measure import Metric, Point
-from edgeq.pareto import dominates, frontier
-from edgeq.search import Constraint, choose
+from edgeq.study.measure import Metric, Point
+from edgeq.study.pareto import dominates, frontier
+from edgeq.study.search import Constraint, choose
 
 
 def _point(label: str, score: float, size: int, ms: float = 1.0, int16: int = 0) -> Point:
@@ -77,7 +77,7 @@ def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -
 def test_unmet_constraint_names_the_best_point_and_writes_no_plan(tmp_path, capsys) -> None:
     # a cap no plan can meet is refused before any run (test_impossible_caps_...); one that the
     # measured points miss still ends with exit 1, the best point named, and no plan or model
-    from edgeq.search import SearchResult, search_summary, write_search
+    from edgeq.study.search import SearchResult, search_summary, write_search
 
     pts = [_point("all-int8", 30, 100), _point("all-int16x8", 40, 150)]
     choice = choose(pts, Constraint("max_bytes", 50), pts[1], Metric("sqnr_db"))

@@ -36,8 +36,7 @@ from device_agent.protocol import (
     shared_results,
     topic,
 )
-
-from .store import ResultStore, open_store
+from edgeq.fleet.store import ResultStore, open_store
 
 log = logging.getLogger("edgeq")
 BATCH = 500

@@ -17,15 +17,14 @@ from device_agent.preprocessing import Contract
 from device_agent.protocol import chunk_topic, command
 from device_agent.runtimes import LiteRTRuntime
 from device_agent.signing import SignatureError, authorize
-
-from ..capture import captured_output
-from ..errors import DeviceUnreachable, InputError
-from ..evaluate import quantized_reference
-from ..graph import not_integer_note
-from ..load import read_quantized_tflite
-from ..progress import ByteProgress
-from ..rewrite import read_contracts
-from .session import HostSession, new_command_id
+from edgeq.capture import captured_output
+from edgeq.errors import DeviceUnreachable, InputError
+from edgeq.fleet.session import HostSession, new_command_id
+from edgeq.model.graph import not_integer_note
+from edgeq.model.load import read_quantized_tflite
+from edgeq.model.rewrite import read_contracts
+from edgeq.progress import ByteProgress
+from edgeq.study.evaluate import quantized_reference
 
 log = logging.getLogger("edgeq")
 CHUNK_SIZE = 256 * 1024

@@ -9,9 +9,8 @@ from typing import Any
 from device_agent.connection import Broker
 from device_agent.protocol import Command, ProtocolError, command, topic
 from device_agent.signing import SignatureError, authorize
-
-from ..errors import DeviceRefused, InputError
-from .session import HostSession, new_command_id
+from edgeq.errors import DeviceRefused, InputError
+from edgeq.fleet.session import HostSession, new_command_id
 
 
 def request_report(broker: Broker, device: str, kind: str, timeout_s: float,

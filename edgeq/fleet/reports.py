@@ -138,7 +138,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     device vs the host's, and the share of samples bit-exact with the host (max LSB on top)."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    from ..fsutil import write_atomic
+    from edgeq.fsutil import write_atomic
 
     labels = [f"{r['device']}\n{r['model']}" for r in rows]
     x = list(range(len(rows)))

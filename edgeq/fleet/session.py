@@ -12,8 +12,7 @@ from typing import Any
 
 from device_agent.connection import Broker, make_client, properties
 from device_agent.protocol import Command, ProtocolError, all_devices, decode, device_of, encode, topic
-
-from ..errors import DeviceRefused, DeviceUnreachable
+from edgeq.errors import DeviceRefused, DeviceUnreachable
 
 log = logging.getLogger("edgeq")
 CONNECT_TIMEOUT_S = 10.0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from ..errors import InputError
+from edgeq.errors import InputError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (

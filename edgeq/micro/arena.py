@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from device_agent.child import last_line, run_child
 from device_agent.tflm_child import tflm_log_summary
-
-from ..errors import ModelError
+from edgeq.errors import ModelError
 
 ALIGN = 16
 MAX_RESTARTS = 8
@@ -50,8 +49,10 @@ def measure_arena(model: bytes, sample: Sequence[np.ndarray], timeout_s: float =
         lo, hi, reported, probes, restarts = 0, 0, 0, 0, 0
         while True:
             (work / "bounds.txt").write_text(f"{lo} {hi}")
-            proc = subprocess.run([sys.executable, "-m", "edgeq.micro.arena", str(work)],
-                                  capture_output=True, text=True, timeout=timeout_s)
+            child = run_child("edgeq.micro.arena", [str(work)], timeout_s)
+            if child.timed_out or child.start_error:
+                raise ModelError(f"TFLite Micro arena search: "
+                                 f"{child.failure('arena probe', timeout_s)}")
             log = _read_log(work)
             probes += len(log)
             for size, status in log:
@@ -62,15 +63,15 @@ def measure_arena(model: bytes, sample: Sequence[np.ndarray], timeout_s: float =
             if (work / "reported.txt").exists():
                 reported = int((work / "reported.txt").read_text())
             if (work / "error.txt").exists():
-                log_lines = tflm_log_summary(proc.stderr)
+                log_lines = tflm_log_summary(child.stderr)
                 raise ModelError(f"TFLite Micro cannot run the model: {(work / 'error.txt').read_text()}"
                                  + (f" ({log_lines})" if log_lines else ""))
-            if proc.returncode == 0 and (work / "done.txt").exists():
+            if child.returncode == 0 and (work / "done.txt").exists():
                 return ArenaSize(hi, reported, probes, restarts)
             restarts += 1
             if restarts > MAX_RESTARTS:
                 raise ModelError(f"TFLite Micro arena search crashed {restarts} times "
-                                 f"(last bounds {lo}..{hi} bytes): {_tail(proc.stderr)}")
+                                 f"(last bounds {lo}..{hi} bytes): {last_line(child.stderr)}")
 
 
 def _read_log(work: Path) -> list[tuple[int, str]]:
@@ -81,11 +82,6 @@ def _read_log(work: Path) -> list[tuple[int, str]]:
     path.unlink()
     done = {int(s) for s, status in entries if status != "try"}
     return [(int(s), status) for s, status in entries if status != "try" or int(s) not in done]
-
-
-def _tail(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
 
 
 def _round_up(n: int) -> int:

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.runtimes import TensorSpec
-
-from ..errors import InputError
+from edgeq.errors import InputError
 
 BYTES_PER_LINE = 12
 _C_KEYWORDS = frozenset("""

@@ -17,22 +17,21 @@ import numpy as np
 from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime, default_tflm_arena
 from device_agent.tflm_child import run_tflm
-
-from .. import __version__
-from ..capture import captured_output
-from ..compare import compare_runtimes, tolerance_lsb
-from ..errors import InputError, ModelError
-from ..evaluate import quantized_reference
-from ..flatbuffer import external_buffers, inline_buffers
-from ..fsutil import atomic_output_dir, check_output_dir
-from ..graph import not_integer_note
-from ..load import read_quantized_tflite
-from ..rewrite import read_contracts
-from . import cgen
-from .arena import ALIGN, measure_arena
-from .resolver import model_ops, resolver_header
-from .templates import render_target
-from .verify import object_bytes, verify_objects
+from edgeq import __version__
+from edgeq.capture import captured_output
+from edgeq.errors import InputError, ModelError
+from edgeq.fsutil import atomic_output_dir, check_output_dir
+from edgeq.micro import cgen
+from edgeq.micro.arena import ALIGN, measure_arena
+from edgeq.micro.resolver import model_ops, resolver_header
+from edgeq.micro.templates import render_target
+from edgeq.micro.verify import object_bytes, verify_objects
+from edgeq.model.flatbuffer import external_buffers, inline_buffers
+from edgeq.model.graph import not_integer_note
+from edgeq.model.load import read_quantized_tflite
+from edgeq.model.rewrite import read_contracts
+from edgeq.study.compare import compare_runtimes, tolerance_lsb
+from edgeq.study.evaluate import quantized_reference
 
 log = logging.getLogger("edgeq")
 GOLDEN_SAMPLES = 4

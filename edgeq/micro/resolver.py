@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ModelError
+from edgeq.errors import ModelError
+from edgeq.model.flatbuffer import op_type, read_tree, tensor_type_name
 
 # MicroMutableOpResolver methods whose name is not the CamelCase of the builtin name.
 _METHOD_EXCEPTIONS = {
@@ -37,7 +38,6 @@ TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE
 # Ops with dtype-specialised registrations, and the kernel header declaring them.
 _SPECIALISED = {"FULLY_CONNECTED": "fully_connected.h", "CONV_2D": "conv.h",
                 "DEPTHWISE_CONV_2D": "depthwise_conv.h"}
-_TYPE_NAMES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,12 @@ def model_ops(tflite: bytes) -> list[OpUse]:
     """The op types of every subgraph, in first-use order, with their activation dtypes.
 
     Raises ModelError naming the op and node for a custom op or an op TFLM has no kernel for."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    tree = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    tree = read_tree(tflite)
     uses: dict[str, tuple[list[str], list[int]]] = {}
     for subgraph in tree.subgraphs:
         for node, op in enumerate(subgraph.operators):
             code = tree.operatorCodes[op.opcodeIndex]
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-            name = names.get(builtin, f"BUILTIN_{builtin}")
+            name = op_type(tree, op)
             if name == "CUSTOM":
                 custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
                 raise ModelError(f"custom op '{custom}' (node {node}) has no TFLite Micro kernel "
@@ -86,7 +82,7 @@ def model_ops(tflite: bytes) -> list[OpUse]:
             if name not in TFLM_OPS:
                 raise ModelError(f"TFLite Micro has no kernel for {name} (node {node})")
             outputs = [int(i) for i in op.outputs if i >= 0]
-            dtype = _TYPE_NAMES.get(subgraph.tensors[outputs[0]].type, "other") if outputs else "none"
+            dtype = tensor_type_name(subgraph.tensors[outputs[0]].type) if outputs else "none"
             dtypes, nodes = uses.setdefault(name, ([], []))
             if dtype not in dtypes:
                 dtypes.append(dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import InputError
+from edgeq.errors import InputError
 
 TARGETS = ("generic", "arduino", "zephyr", "esp-idf")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")

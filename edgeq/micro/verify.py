@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from edgeq.errors import ModelError
 
 HOST_FLAGS = ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2", "-c"]
 ARM_FLAGS = [*HOST_FLAGS, "-mcpu=cortex-m4", "-mthumb", "-ffunction-sections", "-fdata-sections"]

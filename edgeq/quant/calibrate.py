@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from device_agent.runtimes import LiteRTRuntime
-
-from .capture import captured_output
-from .data import Dataset
-from .errors import InputError
-from .progress import progress
+from edgeq.capture import captured_output
+from edgeq.errors import InputError
+from edgeq.model.data import Dataset
+from edgeq.model.graph import produced_tensor_indices
+from edgeq.progress import progress
 
 # litert-quantizer ignores values beyond about the bfloat16 range (e.g. -inf padding constants).
 VALID_RANGE = 3e38
@@ -86,8 +86,7 @@ def _activation_indices(interp) -> set[int]:
     """Graph inputs and op outputs. Constants (weights) are left out on purpose: the quantizer
     derives their per-channel ranges from the buffers, and a per-tensor range given here would
     override that (measured: -0.7 dB on the bundled CNN)."""
-    produced = {int(i) for op in interp._get_ops_details() for i in op["outputs"]}
-    return produced | {d["index"] for d in interp.get_input_details()}
+    return produced_tensor_indices(interp) | {d["index"] for d in interp.get_input_details()}
 
 
 class _RangeCollector:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyze import (
+from edgeq.errors import InputError, PlanError
+from edgeq.fsutil import atomic_output_dir
+from edgeq.model.rewrite import write_contract
+from edgeq.progress import RunProgress, progress
+from edgeq.quant.plan import Plan, check_plan
+from edgeq.quant.quantize import Precision
+from edgeq.study.analyze import (
     Candidate,
     Study,
     attribute_errors,
@@ -26,14 +32,8 @@ from .analyze import (
     upgrade_cost,
     verdict,
 )
-from .errors import InputError, PlanError
-from .fsutil import atomic_output_dir
-from .measure import Metric, Point, measure_latency, raw_sample
-from .pareto import frontier, frontier_ids, plot, point_rows, points_csv
-from .plan import Plan, check_plan
-from .progress import RunProgress, progress
-from .quantize import Precision
-from .rewrite import write_contract
+from edgeq.study.measure import Metric, Point, measure_latency, raw_sample
+from edgeq.study.pareto import frontier, frontier_ids, plot, point_rows, points_csv
 
 log = logging.getLogger("edgeq")
 

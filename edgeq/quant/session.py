@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .calibrate import MINMAX, CalibrationMethod, Statistics, calibrate
-from .data import Dataset
-from .graph import OpInfo, read_ops
-from .kernels import InvokeCheck, KernelCache, invoke_check
-from .load import FloatModel
-from .quantize import OpOutcome, Precision, build_recipe, quantize_model, verify_precisions
+from edgeq.model.data import Dataset
+from edgeq.model.graph import OpInfo, read_ops
+from edgeq.model.load import FloatModel
+from edgeq.quant.calibrate import MINMAX, CalibrationMethod, Statistics, calibrate
+from edgeq.quant.kernels import InvokeCheck, KernelCache, invoke_check
+from edgeq.quant.quantize import OpOutcome, Precision, build_recipe, quantize_model, verify_precisions
 
 log = logging.getLogger("edgeq")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .capture import captured_output
-from .data import Dataset
-from .load import tf_converter
+from edgeq.capture import captured_output
+from edgeq.model.data import Dataset
+from edgeq.model.load import tf_converter
 
 
 def plain_tf_int8(model_path: Path, calib: Dataset) -> bytes:

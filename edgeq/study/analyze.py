@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .calibrate import CalibrationMethod
-from .data import Dataset
-from .fsutil import atomic_output_dir
-from .graph import OpInfo, input_tensor_names
-from .measure import Evaluator, Metric, Point, tensor_sqnr
-from .progress import RunProgress, progress
-from .quantize import Precision
-from .rewrite import Rewritten, load_inputs, rewrite
-from .session import QuantSession
+from edgeq.fsutil import atomic_output_dir
+from edgeq.model.data import Dataset
+from edgeq.model.graph import OpInfo, input_tensor_names
+from edgeq.model.rewrite import Rewritten, load_inputs, rewrite
+from edgeq.progress import RunProgress, progress
+from edgeq.quant.calibrate import CalibrationMethod
+from edgeq.quant.quantize import Precision
+from edgeq.quant.session import QuantSession
+from edgeq.study.measure import Evaluator, Metric, Point, tensor_sqnr
 
 log = logging.getLogger("edgeq")
 RECOVERED_SHARE = 0.9  # "a small plan fixes it": this share of the int8 -> int16x8 gap ...

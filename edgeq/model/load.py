@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device_agent.runtimes import LiteRTRuntime, TensorSpec
-
-from .capture import captured_output
-from .errors import InputError, ModelError
-from .flatbuffer import TFLITE_MAGIC, pack_tree, read_tree
+from edgeq.capture import captured_output
+from edgeq.errors import InputError, ModelError
+from edgeq.model.flatbuffer import TFLITE_MAGIC, pack_tree, read_tree
 
 log = logging.getLogger("edgeq")
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -186,7 +185,7 @@ def _check_float_tflite(data: bytes, source: str) -> bytes:
     if quantized:
         raise InputError(f"{source}: model is already quantised (I/O {', '.join(quantized)}); "
                          "give edgeq the float model")
-    from .rewrite import float16_weights_to_float32
+    from edgeq.model.rewrite import float16_weights_to_float32
 
     data, converted = float16_weights_to_float32(data)
     if converted:

@@ -21,12 +21,11 @@ import numpy as np
 
 from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime
-
-from .capture import captured_output
-from .data import Dataset, labels_for, load_dataset
-from .errors import InputError, ModelError
-from .flatbuffer import pack_tree, read_tree
-from .load import FloatModel, load_model
+from edgeq.capture import captured_output
+from edgeq.errors import InputError, ModelError
+from edgeq.model.data import Dataset, labels_for, load_dataset
+from edgeq.model.flatbuffer import op_type, pack_tree, read_tree
+from edgeq.model.load import FloatModel, load_model
 
 log = logging.getLogger("edgeq")
 REWRITES = ("neg", "squared-difference", "preprocessing")
@@ -166,11 +165,9 @@ class _Graph:
     def __init__(self, tree: Any, schema: Any) -> None:
         self.tree, self.schema = tree, schema
         self.sg = tree.subgraphs[0]
-        self.names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
     def op_type(self, op: Any) -> str:
-        code = self.tree.operatorCodes[op.opcodeIndex]
-        return self.names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        return op_type(self.tree, op)
 
     def tensor_name(self, index: int) -> str:
         name = self.sg.tensors[index].name

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from device_agent.runtimes import TensorSpec
-
-from .errors import InputError
+from edgeq.errors import InputError
 
 log = logging.getLogger("edgeq")
 LABEL_KEY = "y"

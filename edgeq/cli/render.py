@@ -159,7 +159,7 @@ def divergence_lines(d: Any) -> list[str]:
     lines = [d.line()]
     if d.options:
         lines.append("  options  " + " ".join(f"{k}={v}" for k, v in d.options.items()))
-    from .compare import short_name
+    from edgeq.study.compare import short_name
 
     lines += [f"  in  {k}  {t.describe()}  '{short_name(t.name)}'" for k, t in enumerate(d.inputs)]
     for k, t in enumerate(d.outputs):

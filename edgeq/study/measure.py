@@ -16,15 +16,14 @@ import numpy as np
 
 from device_agent.metrics import finite_db, sqnr_db
 from device_agent.runtimes import LiteRTRuntime, dequantize, quantize, spec_from_details
-
-from .capture import captured_output
-from .data import Dataset
-from .errors import InputError
-from .evaluate import Outputs, compare, run_model
-from .graph import OpInfo, read_ops
-from .progress import RunProgress
-from .quantize import Precision
-from .session import QuantSession
+from edgeq.capture import captured_output
+from edgeq.errors import InputError
+from edgeq.model.data import Dataset
+from edgeq.model.graph import OpInfo, read_ops
+from edgeq.progress import RunProgress
+from edgeq.quant.quantize import Precision
+from edgeq.quant.session import QuantSession
+from edgeq.study.evaluate import Outputs, compare, run_model
 
 log = logging.getLogger("edgeq")
 METRICS = ("auto", "task", "sqnr")
@@ -93,7 +92,7 @@ class Point:
 
     label: str
     int16: frozenset[int]  # float-model op indices asked to be int16
-    default: str  # int8 | int16
+    default: Precision  # of the ops the plan does not list
     score: float
     value: float
     sqnr_db: float
@@ -115,7 +114,8 @@ class Point:
         return Latency(self.latency_ms, low or self.latency_ms, high or self.latency_ms)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "default": self.default, "int16_requested": len(self.int16),
+        return {"label": self.label, "default": Precision(self.default).value,
+                "int16_requested": len(self.int16),
                 "int16_ops": self.int16_ops, "score": self.score, "value": self.value,
                 "sqnr_db": self.sqnr_db, "bytes": self.size_bytes,
                 "latency_ms": round(self.latency_ms, 5),
@@ -176,7 +176,7 @@ class Evaluator:
         ops = read_ops(quantized.tflite)
         latency = measure_latency(quantized.tflite, outputs.raw_inputs[0], self.latency_runs)
         point = Point(
-            label=label, int16=frozenset(int16), default=default.value,
+            label=label, int16=frozenset(int16), default=default,
             score=self.metric.score(metrics), value=self.metric.value(metrics),
             sqnr_db=float(metrics["sqnr_db"]), size_bytes=len(quantized.tflite),
             latency_ms=latency.median_ms,

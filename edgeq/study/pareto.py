@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .measure import Point
+from edgeq.study.measure import Point
 
 COST_AXES = ("bytes", "latency_ms")
 

@@ -7,32 +7,21 @@ model back and compares every op's precision with what was asked (`verify_precis
 from __future__ import annotations
 
 import copy
-import enum
 import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .calibrate import Statistics
-from .capture import captured_output
-from .errors import ModelError
-from .flatbuffer import inline_buffers
-from .graph import OpInfo, graph_ops
+from edgeq.capture import captured_output
+from edgeq.errors import ModelError
+from edgeq.model.flatbuffer import inline_buffers
+from edgeq.model.graph import OpInfo, graph_ops
+from edgeq.quant.calibrate import Statistics
+from edgeq.quant.precision import Precision
 
 RECIPE_SCHEMA_VERSION = 1
 ALGORITHM = "min_max_uniform_quantize"
-
-
-class Precision(str, enum.Enum):
-    """Activation precision of an op (weights are int8 in both)."""
-
-    INT8 = "int8"  # a8w8: int8 activations, int8 weights
-    INT16 = "int16"  # a16w8: int16 activations, int8 weights ("16x8")
-
-    @property
-    def activation_dtype(self) -> str:
-        return self.value
 
 
 def _op_config(precision: Precision) -> dict[str, Any]:
@@ -98,7 +87,7 @@ def quantizer_supports(op_type: str, precision: Precision) -> bool:
 def quantize_model(float_tflite: bytes, recipe: list[dict[str, Any]], stats: Statistics) -> bytes:
     """Apply `recipe` with edgeq's calibration statistics; returns the quantised flatbuffer with
     every buffer inline (litert-quantizer moves large ones outside, where TFLite Micro cannot
-    read them: see edgeq.flatbuffer)."""
+    read them: see edgeq.model.flatbuffer)."""
     from litert_quantizer import quantizer
 
     try:

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.runtimes import LiteRTRuntime
-
-from .capture import captured_output
+from edgeq.capture import captured_output
 
 # Keras numbers its auto-named models per process ("functional_6/..."): the same model saved
 # from another session gets other numbers, so fingerprints drop them.
@@ -96,6 +95,12 @@ def read_ops(tflite: bytes) -> list[OpInfo]:
             input_dtypes=tuple(np.dtype(tensors[i]["dtype"]).name for i in ins),
         ))
     return table
+
+
+def produced_tensor_indices(interpreter: Any) -> set[int]:
+    """Indices of every op output of a LiteRT interpreter (its op table is private API: this
+    module is the only one that reads it)."""
+    return {int(i) for op in interpreter._get_ops_details() for i in op["outputs"]}
 
 
 def graph_ops(tflite: bytes) -> list[OpInfo]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .errors import InputError
-from .graph import OpInfo
+from edgeq.errors import InputError
+from edgeq.model.graph import OpInfo
 
 _OP_TYPE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, PlanError
-from .graph import OpInfo
+from edgeq.errors import InputError, PlanError
+from edgeq.model.graph import OpInfo
+from edgeq.quant.precision import Precision
 
 PLAN_FORMAT = "edgeq-plan"
 PLAN_SCHEMA_VERSION = 1
@@ -54,22 +55,23 @@ class Plan:
     model_fingerprint: str
     int16: tuple[OpRef, ...]
     graph: tuple[OpRef, ...] = ()  # every op of the model the plan was made for
-    default: str = "int8"
+    default: Precision = Precision.INT8
     metrics: dict[str, Any] = field(default_factory=dict)
     rewrites: tuple[str, ...] = ()  # graph rewrites the plan's model was made with
 
     @classmethod
     def for_ops(cls, all_ops: list[OpInfo], int16_ops: list[OpInfo],
-                metrics: dict[str, Any] | None = None, default: str = "int8",
+                metrics: dict[str, Any] | None = None, default: Precision | str = Precision.INT8,
                 rewrites: tuple[str, ...] = ()) -> Plan:
         """A plan over `all_ops` with `int16_ops` in int16. default "int16": every op not
         listed is int8 but the model I/O is int16 (plans derived from all-int16x8)."""
         return cls(model_fingerprint(all_ops), tuple(OpRef.of(o) for o in int16_ops),
-                   tuple(OpRef.of(o) for o in all_ops), default, metrics or {}, tuple(rewrites))
+                   tuple(OpRef.of(o) for o in all_ops), Precision(default), metrics or {},
+                   tuple(rewrites))
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "schema_version": PLAN_SCHEMA_VERSION,
-                "model_fingerprint": self.model_fingerprint, "default": self.default,
+                "model_fingerprint": self.model_fingerprint, "default": self.default.value,
                 "rewrites": list(self.rewrites),
                 "int16": [r.to_dict() for r in self.int16], "metrics": self.metrics,
                 "graph": [r.to_dict() for r in self.graph]}
@@ -84,7 +86,8 @@ class Plan:
         try:
             return cls(d["model_fingerprint"], tuple(OpRef.from_dict(e) for e in d["int16"]),
                        tuple(OpRef.from_dict(e) for e in d.get("graph", [])),
-                       d.get("default", "int8"), d.get("metrics", {}), tuple(d.get("rewrites", ())))
+                       Precision(d.get("default", "int8")), d.get("metrics", {}),
+                       tuple(d.get("rewrites", ())))
         except (KeyError, TypeError) as e:
             raise InputError(f"{source}: malformed plan entry ({e}); each entry needs op, name "
                              "and fingerprint") from e

@@ -18,9 +18,8 @@ import numpy as np
 
 from device_agent.runtimes import LiteRTRuntime, default_tflm_arena, quantize
 from device_agent.tflm_child import run_tflm
-
-from .capture import captured_output
-from .fsutil import write_atomic
+from edgeq.capture import captured_output
+from edgeq.fsutil import write_atomic
 
 log = logging.getLogger("edgeq")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import EdgeqError
+from edgeq import __version__
+from edgeq.errors import EdgeqError
 
 log = logging.getLogger("edgeq")
 
@@ -61,10 +61,10 @@ def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str |
             rewrites: tuple[str, ...], no_rewrite: bool, strict: bool, tolerance: int | None,
             as_json: bool) -> None:
     """Quantise MODEL (.keras/.h5, SavedModel dir or float .tflite) to a full-integer .tflite."""
-    from .convert import ConvertConfig
-    from .convert import convert as run_convert
-    from .rewrite import chosen_rewrites
-    from .summary import convert_summary
+    from edgeq.cli.render import convert_summary
+    from edgeq.convert import ConvertConfig
+    from edgeq.convert import convert as run_convert
+    from edgeq.model.rewrite import chosen_rewrites
 
     cfg = ConvertConfig(model=model, out=out, calib=calib, eval=eval_, mode=mode, int16=int16,
                         plan=plan, strict=strict, calibration=calibration,
@@ -107,12 +107,12 @@ def _study_options(fn):
 def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
             rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path | None) -> None:
     """Per-op and per-group int16 sensitivity (both ways), costs and error attribution."""
-    from .analyze import analysis_summary, write_analysis
-    from .analyze import analyze as run_analyze
-    from .fsutil import check_output_dir
+    from edgeq.fsutil import check_output_dir
+    from edgeq.study.analyze import analysis_summary, write_analysis
+    from edgeq.study.analyze import analyze as run_analyze
 
     check_output_dir(out)
-    from .rewrite import chosen_rewrites
+    from edgeq.model.rewrite import chosen_rewrites
 
     report = run_analyze(model, calib, eval_, metric, calibration, not no_groups, not as_json,
                          chosen_rewrites(rewrites, no_rewrite))
@@ -142,10 +142,10 @@ def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, n
     """Pareto search over int16 plans; writes the plan and model at the chosen point.
 
     Exit 0 when a point meets the constraint, 1 when none does (the best is named)."""
-    from .fsutil import check_output_dir
-    from .rewrite import chosen_rewrites
-    from .search import Constraint, search_summary, write_search
-    from .search import search as run_search
+    from edgeq.fsutil import check_output_dir
+    from edgeq.model.rewrite import chosen_rewrites
+    from edgeq.study.search import Constraint, search_summary, write_search
+    from edgeq.study.search import search as run_search
 
     check_output_dir(out)
     constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
@@ -182,8 +182,8 @@ def compare_cmd(model: Path, eval_: Path, runtimes: str, float_model: Path | Non
     """Run a quantised MODEL in several runtimes; name the first op where they part.
 
     Exit 0 every runtime within tolerance of the first; 1 one differs or fails; 2 bad input."""
-    from .compare import CompareConfig, compare_model, parse_runtimes
-    from .summary import compare_summary
+    from edgeq.cli.render import compare_summary
+    from edgeq.study.compare import CompareConfig, compare_model, parse_runtimes
 
     comparison = compare_model(CompareConfig(model, eval_, parse_runtimes(runtimes), float_model,
                                              samples, tolerance, not no_per_op, preprocessing))
@@ -219,8 +219,8 @@ def export_micro(model: Path, out: Path, name: str, target: str, golden: Path | 
                  golden_samples: int, section: str | None, preprocessing: Path | None,
                  no_verify: bool, tolerance: int | None, as_json: bool) -> None:
     """C arrays for TensorFlow Lite Micro: exact op resolver, measured arena, model hash."""
-    from .micro import MicroConfig
-    from .micro import export_micro as run_export
+    from edgeq.micro import MicroConfig
+    from edgeq.micro import export_micro as run_export
 
     manifest = run_export(MicroConfig(model, out, name, target, golden, section, preprocessing,
                                       golden_samples, not no_verify, tolerance))
@@ -258,9 +258,9 @@ def plan() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the check as JSON.")
 def plan_check(model: Path, plan_file: Path, as_json: bool) -> None:
     """Exit 0 if PLAN still matches MODEL; else 1 with removed / renamed / new ops."""
-    from .graph import read_ops
-    from .load import load_model
-    from .plan import Plan, check_plan
+    from edgeq.model.graph import read_ops
+    from edgeq.model.load import load_model
+    from edgeq.quant.plan import Plan, check_plan
 
     loaded = Plan.load(plan_file)
     result = check_plan(loaded, read_ops(load_model(model).tflite))
@@ -301,8 +301,7 @@ def _broker_options(fn):
 
 def _broker(url: str, username: str | None, password_file: Path | None, tls_ca: Path | None):
     from device_agent.connection import Broker, ConnectionConfigError
-
-    from .errors import InputError
+    from edgeq.errors import InputError
 
     try:
         return Broker.from_url(url, username, password_file, tls_ca)
@@ -312,8 +311,7 @@ def _broker(url: str, username: str | None, password_file: Path | None, tls_ca: 
 
 def _device(device: str) -> str:
     from device_agent.protocol import ProtocolError, check_device_id
-
-    from .errors import InputError
+    from edgeq.errors import InputError
 
     try:
         return check_device_id(device)
@@ -332,8 +330,7 @@ def keys() -> None:
 def keys_generate(out: Path) -> None:
     """Make a signing key pair; refuses to overwrite an existing key."""
     from device_agent.signing import SignatureError, generate_keys
-
-    from .errors import InputError
+    from edgeq.errors import InputError
 
     try:
         private, public = generate_keys(out)
@@ -368,7 +365,7 @@ def deploy_cmd(model: Path, device: str, broker: str, username: str | None,
 
     Exit 0 activated; 1 the device rejected it (reason printed, its old model stays active);
     2 bad input; 3 broker or device unreachable / timed out."""
-    from .fleet.deploy import DeployConfig, deploy
+    from edgeq.fleet.deploy import DeployConfig, deploy
 
     verdict = deploy(DeployConfig(model, _device(device), _broker(broker, username, password_file,
                                                                   tls_ca), key, eval_,
@@ -400,7 +397,7 @@ def rollback_cmd(device: str, broker: str, username: str | None, password_file: 
 
     Exit 0 rolled back; 1 the device has no previous model (or it no longer loads);
     2 bad input; 3 unreachable / timed out."""
-    from .fleet.remote import rollback
+    from edgeq.fleet.remote import rollback
 
     event = rollback(_broker(broker, username, password_file, tls_ca), _device(device), key,
                      timeout)
@@ -434,8 +431,8 @@ def bench_cmd(device: str, broker: str, username: str | None, password_file: Pat
     """Benchmark the device's active model: latency, power, accuracy; print the report.
 
     Exit 0 report without errors; 1 the device failed or refused; 3 unreachable / timed out."""
-    from .fleet.remote import benchmark_timeout, request_report
-    from .summary import bench_summary
+    from edgeq.cli.render import bench_summary
+    from edgeq.fleet.remote import benchmark_timeout, request_report
 
     args = {"runs": runs, "warmup": warmup, "min_seconds": min_seconds,
             "max_seconds": max_seconds, "threads": threads, "power": not no_power,
@@ -452,8 +449,8 @@ def bench_cmd(device: str, broker: str, username: str | None, password_file: Pat
 def devices_cmd(broker: str, username: str | None, password_file: Path | None,
                 tls_ca: Path | None, as_json: bool) -> None:
     """Every device that has connected: online/offline, arch, runtime, active model."""
-    from .fleet.session import list_devices
-    from .summary import devices_table
+    from edgeq.cli.render import devices_table
+    from edgeq.fleet.session import list_devices
 
     found = list_devices(_broker(broker, username, password_file, tls_ca))
     click.echo(json.dumps(found, indent=2) if as_json else devices_table(found))
@@ -477,7 +474,7 @@ def collect_cmd(broker: str, username: str | None, password_file: Path | None,
     import signal
     import threading
 
-    from .fleet.collector import Collector, CollectorConfig
+    from edgeq.fleet.collector import Collector, CollectorConfig
 
     log.setLevel(min(log.getEffectiveLevel(), logging.INFO))  # a daemon says what it stores
     collector = Collector(CollectorConfig(_broker(broker, username, password_file, tls_ca), db,
@@ -498,9 +495,9 @@ def collect_cmd(broker: str, username: str | None, password_file: Path | None,
 def reports_cmd(db: Path, device: str | None, as_json: bool, as_csv: bool,
                 plot: Path | None) -> None:
     """Compare devices and models side by side: latency, energy, accuracy, agreement."""
-    from .fleet.reports import plot as plot_rows
-    from .fleet.reports import summarize, table, to_csv
-    from .fleet.store import open_store
+    from edgeq.fleet.reports import plot as plot_rows
+    from edgeq.fleet.reports import summarize, table, to_csv
+    from edgeq.fleet.store import open_store
 
     store = open_store(db, must_exist=True)
     try:

@@ -12,12 +12,11 @@ import numpy as np
 from device_agent.metrics import cosine, finite_db, sqnr_db, task_metric
 from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime, TensorSpec, dequantize, quantize
-
-from .capture import captured_output
-from .data import Dataset, labels_for, load_dataset
-from .errors import ModelError
-from .flatbuffer import explain_node
-from .progress import progress
+from edgeq.capture import captured_output
+from edgeq.errors import ModelError
+from edgeq.model.data import Dataset, labels_for, load_dataset
+from edgeq.model.flatbuffer import explain_node
+from edgeq.progress import progress
 
 
 @dataclass

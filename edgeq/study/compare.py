@@ -19,10 +19,9 @@ import numpy as np
 from device_agent.metrics import cosine, finite_db, sqnr_db, task_metric
 from device_agent.runtimes import LiteRTRuntime, TensorSpec, default_tflm_arena, dequantize
 from device_agent.tflm_child import run_tflm
-
-from .capture import captured_output
-from .errors import InputError
-from .flatbuffer import external_buffers, op_type, read_tree, tensor_type_name, text
+from edgeq.capture import captured_output
+from edgeq.errors import InputError
+from edgeq.model.flatbuffer import external_buffers, op_type, read_tree, tensor_type_name, text
 
 RUNTIMES = ("litert", "litert-builtin", "litert-ref", "tflm")
 DEFAULT_RUNTIMES = ("litert-builtin", "litert", "litert-ref", "tflm")
@@ -432,10 +431,9 @@ class CompareConfig:
 def compare_model(cfg: CompareConfig) -> Comparison:
     """Load the model and data of `cfg`, then `compare_runtimes` on the first `samples`."""
     from device_agent.preprocessing import Contract
-
-    from .evaluate import quantized_reference, run_model
-    from .load import load_model, read_quantized_tflite
-    from .rewrite import read_contracts
+    from edgeq.model.load import load_model, read_quantized_tflite
+    from edgeq.model.rewrite import read_contracts
+    from edgeq.study.evaluate import quantized_reference, run_model
 
     tflite = read_quantized_tflite(cfg.model)
     contracts = {c["input"]: Contract.from_dict(c) for c in read_contracts(cfg.model, cfg.preprocessing)}

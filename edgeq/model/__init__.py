@@ -1,0 +1,1 @@
+"""The model as edgeq sees it: loading, data files, the flatbuffer, the op table, rewrites."""

@@ -1,0 +1,1 @@
+"""Quantisation: calibration (once), per-op precision recipes, kernel truth, plans."""

@@ -1,0 +1,1 @@
+"""Measuring plans: evaluation, sensitivity, search, Pareto frontier, runtime comparison."""
