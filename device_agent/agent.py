@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import platform
-import queue
 import shutil
 import threading
 import time
@@ -30,7 +29,7 @@ from . import __version__
 from .authority import Authority, NotAuthorized
 from .benchmark import BenchmarkConfig, Interrupted, benchmark, random_inputs
 from .bundle import Bundle, BundleError, extract_bundle
-from .connection import Broker, make_client, properties
+from .connection import Arrival, Broker, Inbox, Kind, make_client, properties
 from .errors import AgentError
 from .evaluate import evaluate, raw_samples
 from .loadcheck import check_in_child
@@ -108,7 +107,7 @@ class Agent:
         self.runtime_name, self.runtime_version = resolve_runtime(cfg.runtime)
         self.probe, self.power_reason = detect_probe(cfg.power, probe_registry)
         self.authority = Authority(cfg.data_dir, self.trusted, self.device)
-        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.inbox = Inbox()
         self.inflight: dict[int, str] = {}  # paho message id -> spooled report_id
         self.last_sent: dict[str, float] = {}  # report_id -> when it was last published
         self.transfer: Transfer | None = None
@@ -126,11 +125,7 @@ class Agent:
                 "reason": "connection lost (last will)"}
         client.will_set(topic(self.device, "status"), encode(lost), qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
-        client.on_connect = lambda c, u, flags, rc, props: self.events.put(("connected", rc))
-        client.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnected", rc))
-        client.on_message = lambda c, u, msg: self.events.put(("message", msg.topic, msg.payload))
-        client.on_publish = lambda c, u, mid, rc, props: self.events.put(("published", mid, rc))
-        client.on_subscribe = lambda c, u, mid, rcs, props: self.events.put(("subscribed", rcs))
+        self.inbox.attach(client)
         return client
 
     def run(self, stop: threading.Event) -> None:
@@ -147,25 +142,27 @@ class Agent:
         next_tick = 0.0
         try:
             while not stop.is_set():
-                with contextlib.suppress(queue.Empty):
-                    self._dispatch_safely(self.events.get(timeout=0.5))
+                arrival = self.inbox.get(timeout=0.5)
+                if arrival is not None:
+                    self._dispatch_safely(arrival)
                 if time.monotonic() >= next_tick:  # timers, even while messages keep coming
                     next_tick = time.monotonic() + 0.5
-                    self._dispatch_safely(("tick",))
+                    self._dispatch_safely(None)
         finally:
             self._shutdown()
 
-    def _dispatch_safely(self, item: tuple[Any, ...]) -> None:
-        """Whatever arrives, the agent carries on: an unexpected error is logged and, for a
-        message, answered with an error event."""
+    def _dispatch_safely(self, arrival: Arrival | None) -> None:
+        """Handle an arrival (None: the timers' turn). Whatever arrives, the agent carries on:
+        an unexpected error is logged and answered with an error event."""
         try:
-            if item[0] == "tick":
+            if arrival is None:
                 self._check_transfer_timeout()
                 self._resend_overdue()
             else:
-                self._dispatch(item)
+                self._dispatch(arrival)
         except Exception as e:
-            log.exception("unexpected error handling %s", str(item[:2])[:200])
+            log.exception("unexpected error handling %s %s", getattr(arrival, "kind", "timers"),
+                          getattr(arrival, "topic", "")[:200])
             with contextlib.suppress(Exception):
                 self._event(None, "error", None, f"internal error: {type(e).__name__}: "
                                                  f"{str(e)[:300]}")
@@ -182,18 +179,17 @@ class Agent:
         if self.transfer:
             self.transfer.file.close()
 
-    def _dispatch(self, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind == "connected":
-            self._on_connected(item[1])
-        elif kind == "disconnected":
-            log.warning("disconnected from %s (%s); reconnecting", self.cfg.broker.url, item[1])
-        elif kind == "published":
-            self._on_published(item[1], item[2])
-        elif kind == "subscribed":
-            self._on_subscribed(item[1])
-        elif kind == "message":
-            self._on_message(item[1], item[2])
+    def _dispatch(self, a: Arrival) -> None:
+        if a.kind is Kind.CONNECTED:
+            self._on_connected(a.reason)
+        elif a.kind is Kind.DISCONNECTED:
+            log.warning("disconnected from %s (%s); reconnecting", self.cfg.broker.url, a.reason)
+        elif a.kind is Kind.PUBLISHED:
+            self._on_published(a.mid, a.reason)
+        elif a.kind is Kind.SUBSCRIBED:
+            self._on_subscribed(a.reason)
+        elif a.kind is Kind.MESSAGE:
+            self._on_message(a.topic, a.payload)
 
     def _on_connected(self, reason: Any) -> None:
         if reason.is_failure:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import enum
+import queue
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -107,3 +109,60 @@ def properties(packet: str, **values: Any) -> Any:
     for name, value in values.items():
         setattr(props, name, value)
     return props
+
+
+class Kind(str, enum.Enum):
+    """What the MQTT network thread saw."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    MESSAGE = "message"
+    PUBLISHED = "published"
+    SUBSCRIBED = "subscribed"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One event handed from paho's network thread to the thread that does the work."""
+
+    kind: Kind
+    topic: str = ""
+    payload: bytes = b""
+    mid: int = 0
+    qos: int = 0
+    reason: Any = None  # connect/disconnect/publish reason code; subscribe: the list of codes
+
+
+class Inbox:
+    """paho callbacks only enqueue (they run on the network thread); the owner takes
+    arrivals in order. One typed queue for the agent, the collector and the host."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Arrival] = queue.Queue()
+
+    def attach(self, client: Any) -> None:
+        """Route the client's callbacks (paho callback API v2) into this inbox."""
+        put = self._queue.put
+        client.on_connect = lambda c, u, flags, rc, props: put(Arrival(Kind.CONNECTED, reason=rc))
+        client.on_disconnect = lambda c, u, flags, rc, props: put(Arrival(Kind.DISCONNECTED,
+                                                                          reason=rc))
+        client.on_message = lambda c, u, m: put(Arrival(Kind.MESSAGE, m.topic, m.payload, m.mid,
+                                                        m.qos))
+        client.on_publish = lambda c, u, mid, rc, props: put(Arrival(Kind.PUBLISHED, mid=mid,
+                                                                     reason=rc))
+        client.on_subscribe = lambda c, u, mid, rcs, props: put(Arrival(Kind.SUBSCRIBED, mid=mid,
+                                                                        reason=rcs))
+
+    def get(self, timeout: float) -> Arrival | None:
+        """The next arrival, or None after `timeout` seconds."""
+        try:
+            return self._queue.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+
+    def get_nowait(self) -> Arrival | None:
+        """The next arrival if one is waiting."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None

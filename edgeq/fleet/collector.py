@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import http.server
 import logging
-import queue
 import socket
 import threading
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_agent.connection import Broker, make_client, properties
+from device_agent.connection import Arrival, Broker, Inbox, Kind, make_client, properties
 from device_agent.protocol import (
     MAX_ACK_IDS,
     MAX_RESULT_BYTES,
@@ -62,15 +61,13 @@ class Collector:
     def __init__(self, cfg: CollectorConfig, store: ResultStore | None = None) -> None:
         self.cfg = cfg
         self.store = store or open_store(cfg.db)
-        self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.inbox = Inbox()
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_device: collections.Counter[str] = collections.Counter()
         client_id = cfg.client_id or f"edgeq-collector-{socket.gethostname()}-{cfg.group}"
         self.client = make_client(cfg.broker, client_id, manual_ack=True)
         self.client.reconnect_delay_set(1, 30)
-        self.client.on_connect = lambda c, u, f, rc, p: self.inbox.put(("$connected", rc))
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.inbox.put(("$subscribed", rcs))
-        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, m.payload, m.mid, m.qos))
+        self.inbox.attach(self.client)
         self.connected = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -101,31 +98,28 @@ class Collector:
         return (f"{c['received']} received, {c['stored']} stored, {c['duplicates']} duplicates, "
                 f"{c['invalid']} invalid")
 
-    def _batch(self) -> list[tuple[Any, ...]]:
-        try:
-            items = [self.inbox.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        while len(items) < BATCH:
-            try:
-                items.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
+    def _batch(self) -> list[Arrival]:
+        first = self.inbox.get(timeout=0.2)
+        items = [] if first is None else [first]
+        while items and len(items) < BATCH and (more := self.inbox.get_nowait()) is not None:
+            items.append(more)
         return items
 
-    def _step(self, items: list[tuple[Any, ...]]) -> None:
+    def _step(self, items: list[Arrival]) -> None:
         """Check, store and acknowledge one batch. Total: a message that cannot be stored is
         quarantined (kept for inspection, counted) and acknowledged, so it never comes back."""
         valid, acks, refused = [], [], []
         for item in items:
-            if item[0] == "$connected":
-                self._on_connected(item[1])
+            if item.kind is Kind.CONNECTED:
+                self._on_connected(item.reason)
                 continue
-            if item[0] == "$subscribed":
-                self._on_subscribed(item[1])
+            if item.kind is Kind.SUBSCRIBED:
+                self._on_subscribed(item.reason)
                 continue
-            name, payload, mid, qos = item
-            acks.append((mid, qos))
+            if item.kind is not Kind.MESSAGE:
+                continue
+            name, payload = item.topic, item.payload
+            acks.append((item.mid, item.qos))
             self.counts["received"] += 1
             try:
                 valid.append(self._checked(name, payload))

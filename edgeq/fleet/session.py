@@ -4,13 +4,12 @@ commands and waits for the device's events and results (matched by command id)."
 from __future__ import annotations
 
 import logging
-import queue
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from device_agent.connection import Broker, make_client, properties
+from device_agent.connection import Arrival, Broker, Inbox, Kind, make_client, properties
 from device_agent.protocol import Command, ProtocolError, all_devices, decode, device_of, encode, topic
 from edgeq.errors import DeviceRefused, DeviceUnreachable
 
@@ -23,13 +22,11 @@ class HostSession:
 
     def __init__(self, broker: Broker, client_id: str | None = None, max_inflight: int = 20) -> None:
         self.broker = broker
-        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.inbox = Inbox()
         self.unread: list[tuple[str, dict[str, Any]]] = []
         self.client = make_client(broker, client_id or f"edgeq-host-{uuid.uuid4().hex[:10]}")
         self.client.max_inflight_messages_set(max_inflight)  # paho: only before connecting
-        self.client.on_connect = lambda c, u, f, rc, p: self.inbox.put(("$connected", rc))
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.inbox.put(("$subscribed", mid))
-        self.client.on_message = lambda c, u, msg: self.inbox.put((msg.topic, msg.payload))
+        self.inbox.attach(self.client)
 
     def __enter__(self) -> HostSession:
         try:
@@ -38,7 +35,7 @@ class HostSession:
             raise DeviceUnreachable(f"cannot reach broker {self.broker.url}: "
                                     f"{e.strerror or e}") from e
         self.client.loop_start()
-        reason = self._wait_control("$connected", CONNECT_TIMEOUT_S)
+        reason = self._wait_control(Kind.CONNECTED, CONNECT_TIMEOUT_S)
         if reason.is_failure:
             self.__exit__()
             raise DeviceUnreachable(f"broker {self.broker.url} refused the connection: {reason}")
@@ -48,31 +45,31 @@ class HostSession:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _arrivals(self, timeout: float) -> Iterator[tuple[str, Any]]:
+    def _arrivals(self, timeout: float) -> Iterator[Arrival]:
         """What the network thread hands over, until `timeout` has passed."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                yield self.inbox.get(timeout=left)
-            except queue.Empty:
+            arrival = self.inbox.get(timeout=left)
+            if arrival is None:
                 return
+            yield arrival
 
-    def _decoded(self, name: str, payload: Any) -> dict[str, Any] | None:
-        """A protocol message as a dict; None for control items and undecodable payloads."""
-        if name.startswith("$"):
+    def _decoded(self, arrival: Arrival) -> dict[str, Any] | None:
+        """A protocol message as a dict; None for control arrivals and undecodable payloads."""
+        if arrival.kind is not Kind.MESSAGE:
             return None
         try:
-            return decode(payload, name)
+            return decode(arrival.payload, arrival.topic)
         except ProtocolError as e:
             log.warning("ignoring %s", e)
             return None
 
-    def _wait_control(self, kind: str, timeout: float) -> Any:
-        for name, value in self._arrivals(timeout):
-            if name == kind:
-                return value
-            if (message := self._decoded(name, value)) is not None:
-                self.unread.append((name, message))
+    def _wait_control(self, kind: Kind, timeout: float) -> Any:
+        for arrival in self._arrivals(timeout):
+            if arrival.kind is kind:
+                return arrival.reason
+            if (message := self._decoded(arrival)) is not None:
+                self.unread.append((arrival.topic, message))
         raise DeviceUnreachable(f"broker {self.broker.url} did not answer within {timeout:.0f} s")
 
     def subscribe(self, *filters: str) -> None:
@@ -80,7 +77,7 @@ class HostSession:
         rc, _ = self.client.subscribe([(f, 1) for f in filters])
         if rc != 0:
             raise DeviceUnreachable(f"subscribe to {filters} failed (rc {rc})")
-        self._wait_control("$subscribed", CONNECT_TIMEOUT_S)
+        self._wait_control(Kind.SUBSCRIBED, CONNECT_TIMEOUT_S)
 
     def wait_for(self, match: Callable[[str, dict[str, Any]], bool], timeout: float,
                  what: str) -> tuple[str, dict[str, Any]]:
@@ -88,14 +85,13 @@ class HostSession:
         for k, (name, message) in enumerate(self.unread):
             if match(name, message):
                 return self.unread.pop(k)
-        for name, payload in self._arrivals(timeout):
-            decoded = self._decoded(name, payload)
+        for arrival in self._arrivals(timeout):
+            decoded = self._decoded(arrival)
             if decoded is None:
                 continue
-            message = decoded
-            if match(name, message):
-                return name, message
-            self.unread.append((name, message))
+            if match(arrival.topic, decoded):
+                return arrival.topic, decoded
+            self.unread.append((arrival.topic, decoded))
         raise DeviceUnreachable(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def require_online(self, device: str, timeout: float = 3.0) -> dict[str, Any]:
