@@ -20,7 +20,6 @@ from device_agent.runtimes import default_tflm_arena
 from edgeq import __version__
 from edgeq.errors import InputError
 from edgeq.fsutil import atomic_output_dir, check_output_dir
-from edgeq.model.graph import read_ops
 from edgeq.model.load import FloatModel
 from edgeq.model.rewrite import load_inputs, write_contract
 from edgeq.quant.calibrate import CalibrationMethod
@@ -28,9 +27,9 @@ from edgeq.quant.opspec import select_ops
 from edgeq.quant.plan import Plan, plan_indices
 from edgeq.quant.quantize import Precision
 from edgeq.quant.session import Quantized, QuantSession, resolve_precisions
-from edgeq.study.compare import compare_runtimes
+from edgeq.study.compare import compare_runtimes, stack_samples
 from edgeq.study.evaluate import Outputs, compare, run_model
-from edgeq.study.measure import measure_latency, raw_sample, requantize_ops
+from edgeq.study.measure import measure_latency, raw_sample
 
 log = logging.getLogger("edgeq")
 MODES = ("int8", "int16x8", "mixed")
@@ -173,7 +172,7 @@ def against_int16x8(session: QuantSession, mixed: Quantized, float_sample: list[
     full = session.quantize(allowed, default)
     ours = measure_latency(mixed.tflite, raw_sample(mixed.tflite, float_sample), runs)
     theirs = measure_latency(full.tflite, raw_sample(full.tflite, float_sample), runs)
-    boundaries = requantize_ops(read_ops(mixed.tflite))
+    boundaries = mixed.requantize_ops
     faster = ours.ratio_to(theirs) < 1.0
     loses = len(mixed.tflite) >= len(full.tflite) and not faster
     text = (f"this mixed plan ({len(mixed.int16_ops())} int16 ops, {boundaries} int8<->int16 "
@@ -195,7 +194,7 @@ def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = No
     evaluates with, and both with the float model. Beyond tolerance every op is compared to
     name where they part, or to tell rounding drift from a real divergence."""
     samples = quant_out.raw_inputs[:TFLM_CHECK_SAMPLES]
-    raw = [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))] if samples else []
+    raw = stack_samples(samples)
     floats = [v[: len(samples)] for v in float_out.values] if float_out else None
     labels = y[: len(samples)] if y is not None else None
     runtimes = ("litert-ref", "tflm", "litert-builtin")
@@ -257,7 +256,7 @@ def build_report(mode: str, method: CalibrationMethod, model: FloatModel,
         "summary": {"ops": len(graph), "integer_ops": integer,
                     "integer_coverage_pct": round(100.0 * integer / max(len(graph), 1), 2),
                     "int16_ops": len(quantized.int16_ops()),
-                    "requantize_ops": requantize_ops(read_ops(quantized.tflite)),
+                    "requantize_ops": quantized.requantize_ops,
                     "by_type": by_type},
         "metrics": metrics,
         "tflm": tflm,

@@ -30,7 +30,7 @@ from edgeq.model.flatbuffer import external_buffers, inline_buffers
 from edgeq.model.graph import not_integer_note
 from edgeq.model.load import read_quantized_tflite
 from edgeq.model.rewrite import read_contracts
-from edgeq.study.compare import compare_runtimes, tolerance_lsb
+from edgeq.study.compare import compare_runtimes, stack_samples, tolerance_lsb
 from edgeq.study.evaluate import quantized_reference
 
 log = logging.getLogger("edgeq")
@@ -190,7 +190,7 @@ def _verify(out: Path, cname: str, tflite: bytes, manifest: dict[str, Any],
         diffs.append(int(np.max(np.abs(got.astype(np.int64) - want.astype(np.int64)))) if got.size else 0)
     worst, allowed = (max(diffs) if diffs else 0), manifest["golden"]["tolerance_lsb"]
     if worst > allowed:
-        raw = [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))]
+        raw = stack_samples(samples)
         found = compare_runtimes(compiled, raw, ("litert-ref", "tflm"), True, allowed)
         where = found.result("tflm").divergence
         raise ModelError(f"TFLite Micro differs from LiteRT's reference kernels by {worst} LSB on "

@@ -97,6 +97,11 @@ def read_ops(tflite: bytes) -> list[OpInfo]:
     return table
 
 
+def requantize_ops(ops: list[OpInfo]) -> int:
+    """QUANTIZE ops inside the graph: the int8 <-> int16 boundaries a mixed plan pays for."""
+    return sum(1 for op in ops if op.op == "QUANTIZE")
+
+
 def produced_tensor_indices(interpreter: Any) -> set[int]:
     """Indices of every op output of a LiteRT interpreter (its op table is private API: this
     module is the only one that reads it)."""

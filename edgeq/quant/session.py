@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from edgeq.model.data import Dataset
-from edgeq.model.graph import OpInfo, read_ops
+from edgeq.model.graph import OpInfo, read_ops, requantize_ops
 from edgeq.model.load import FloatModel
 from edgeq.quant.calibrate import MINMAX, CalibrationMethod, Statistics, calibrate
 from edgeq.quant.kernels import InvokeCheck, KernelCache, invoke_check
@@ -30,6 +31,11 @@ class Quantized:
 
     def int16_ops(self) -> list[OpOutcome]:
         return [o for o in self.outcomes if o.op.activation_dtype == "int16"]
+
+    @functools.cached_property
+    def requantize_ops(self) -> int:
+        """QUANTIZE ops inside the graph: the int8 <-> int16 boundaries a mixed plan pays for."""
+        return requantize_ops(read_ops(self.tflite))
 
 
 class QuantSession:

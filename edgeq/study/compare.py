@@ -41,6 +41,12 @@ _ENUMS = {"fusedActivationFunction": ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "
           "padding": ("SAME", "VALID")}
 
 
+def stack_samples(samples: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """Per-sample raw inputs -> one array per model input, samples first (what
+    compare_runtimes takes)."""
+    return [np.stack([s[i] for s in samples]) for i in range(len(samples[0]))] if samples else []
+
+
 def short_name(name: str) -> str:
     """A fused tensor name ("a/Relu6;a/BN/add_1;...") shortened to its first part."""
     first = name.split(";", maxsplit=1)[0]
@@ -215,8 +221,9 @@ def compare_runtimes(tflite: bytes, raw_inputs: Sequence[np.ndarray],
     out_specs = _output_specs(tflite)
     tol = tolerance_lsb([s.dtype for s in out_specs], tolerance)
     indices = _op_output_indices(sg) if per_op else []
-    captures = {name: _capture(name, tflite, raw_inputs, indices if name in PER_OP else [])
-                for name in runtimes}
+    kept_bytes = _tensor_bytes(sg, indices)
+    captures = {name: _capture(name, tflite, raw_inputs, indices if name in PER_OP else [],
+                               kept_bytes) for name in runtimes}
     ref_name = runtimes[0]
     ref = captures[ref_name]
     results = []
@@ -256,10 +263,11 @@ def _op_output_indices(sg: Any) -> list[int]:
 
 
 def _capture(name: str, tflite: bytes, raw_inputs: Sequence[np.ndarray],
-             indices: list[int]) -> _Capture:
+             indices: list[int], kept_bytes: int) -> _Capture:
+    """Run one runtime; `kept_bytes`: what TFLM needs on top of its arena to keep `indices`."""
     n = len(raw_inputs[0]) if raw_inputs else 1
     if name == "tflm":
-        arena = default_tflm_arena(len(tflite)) + (_tensor_bytes(tflite) if indices else 0)
+        arena = default_tflm_arena(len(tflite)) + (kept_bytes if indices else 0)
         run = run_tflm(tflite, [[x[k] for x in raw_inputs] for k in range(n)], arena,
                        capture=indices)
         return _Capture(run.version, run.outputs, run.tensors, run.error)
@@ -282,15 +290,11 @@ def _capture(name: str, tflite: bytes, raw_inputs: Sequence[np.ndarray],
     return _Capture(version, outputs, {i: np.stack(v) for i, v in tensors.items()})
 
 
-def _tensor_bytes(tflite: bytes) -> int:
-    """Bytes of every op output: TFLM keeps them all when preserving tensors."""
-    tree = read_tree(tflite)
-    sg = tree.subgraphs[0]
-    total = 0
-    for i in _op_output_indices(sg):
-        t = sg.tensors[i]
-        total += int(np.prod(t.shape if t.shape is not None else ())) * 4 + 16
-    return total
+def _tensor_bytes(sg: Any, indices: list[int]) -> int:
+    """Bytes of the tensors `indices` (at most 4 per element, plus alignment): what TFLM keeps
+    on top of its arena when preserving them."""
+    return sum(int(np.prod(sg.tensors[i].shape if sg.tensors[i].shape is not None else ())) * 4
+               + 16 for i in indices)
 
 
 def _score(name: str, cap: _Capture, ref: _Capture, specs: list[TensorSpec], tol: int,

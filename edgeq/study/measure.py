@@ -19,7 +19,7 @@ from device_agent.runtimes import LiteRTRuntime, dequantize, quantize, spec_from
 from edgeq.capture import captured_output
 from edgeq.errors import InputError
 from edgeq.model.data import Dataset
-from edgeq.model.graph import OpInfo, read_ops
+from edgeq.model.graph import OpInfo, read_ops, requantize_ops
 from edgeq.progress import RunProgress
 from edgeq.quant.quantize import Precision
 from edgeq.quant.session import QuantSession
@@ -197,11 +197,6 @@ def raw_sample(tflite: bytes, float_sample: list[np.ndarray]) -> list[np.ndarray
     """A float sample quantised as this model's inputs expect."""
     with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
         return [quantize(x, s) for x, s in zip(float_sample, rt.inputs())]
-
-
-def requantize_ops(ops: list[OpInfo]) -> int:
-    """QUANTIZE ops inside the graph: the int8 <-> int16 boundaries a mixed plan pays for."""
-    return sum(1 for op in ops if op.op == "QUANTIZE")
 
 
 def measure_latency(tflite: bytes, raw_sample: list[np.ndarray], runs: int,
