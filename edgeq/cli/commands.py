@@ -84,9 +84,10 @@ def _study_options(fn):
                      help="Output directory; written atomically."),
         click.option("--calib", required=True, type=click.Path(path_type=Path),
                      help="Calibration .npz (calibrated once for every plan tried)."),
-        click.option("--metric", type=click.Choice(["auto", "task", "sqnr"]), default="auto",
+        click.option("--metric", type=click.Choice(["auto", "task", "sqnr", "cosine"]), default="auto",
                      show_default=True,
-                     help="Judge plans by accuracy/RMSE (needs y) or output SQNR vs float."),
+                     help="Judge plans by accuracy/RMSE (needs y), output SQNR vs float, or "
+                          "mean per-sample cosine to float (embeddings)."),
         click.option("--calibration", default="minmax", show_default=True,
                      help="minmax or percentile:P."),
         click.option("--no-groups", is_flag=True,

@@ -215,7 +215,7 @@ def sensitivity_report(study: Study, sens: Sensitivity,
                       for op in session.float_ops if op.index not in allowed]
     return {
         "model": session.model.source,
-        "metric": evaluator.metric.kind,
+        "metric": evaluator.metric.kind.value,
         "float_value": evaluator.float_value(),
         "data": {"source": evaluator.data.source, "samples": len(evaluator.data)},
         "endpoints": {"all_int8": sens.int8.to_dict(), "all_int16x8": sens.int16.to_dict()},

@@ -59,15 +59,29 @@ def compare(reference: Outputs, test: Outputs, names: list[str],
             y: np.ndarray | None) -> dict[str, Any]:
     """Per-output SQNR and cosine of `test` vs `reference`, plus both task metrics."""
     per_output: list[dict[str, Any]] = [
-        {"name": name, "sqnr_db": finite_db(sqnr_db(r, t)), "cosine": cosine(r, t)}
+        {"name": name, "sqnr_db": finite_db(sqnr_db(r, t)), "cosine": cosine(r, t),
+         "mean_sample_cosine": mean_sample_cosine(r, t)}
         for name, r, t in zip(names, reference.values, test.values)
     ]
     return {
         "outputs": per_output,
         "sqnr_db": min(float(o["sqnr_db"]) for o in per_output),
+        "cosine": min(float(o["mean_sample_cosine"]) for o in per_output),
         "task": task_metric(test.values[0], y),
         "float_task": task_metric(reference.values[0], y),
     }
+
+
+def mean_sample_cosine(reference: np.ndarray, test: np.ndarray) -> float:
+    """Cosine of each sample's output to the reference's, averaged over samples (how sentence
+    embeddings are judged). Two all-zero samples agree (1.0); one all-zero sample scores 0."""
+    r = reference.reshape(len(reference), -1).astype(np.float64)
+    t = test.reshape(len(test), -1).astype(np.float64)
+    dots = np.sum(r * t, axis=1)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(t, axis=1)
+    both_zero = (np.linalg.norm(r, axis=1) == 0) & (np.linalg.norm(t, axis=1) == 0)
+    per_sample = np.where(both_zero, 1.0, dots / np.maximum(norms, 1e-300))
+    return float(np.mean(per_sample)) if len(per_sample) else 1.0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -26,37 +27,71 @@ from edgeq.quant.session import QuantSession
 from edgeq.study.evaluate import Outputs, compare, run_model
 
 log = logging.getLogger("edgeq")
-METRICS = ("auto", "task", "sqnr")
+METRICS = ("auto", "task", "sqnr", "cosine")
 LATENCY_BLOCKS = 5
+
+
+class MetricKind(str, Enum):
+    """What a plan is judged by."""
+
+    ACCURACY = "accuracy"  # classification, needs integer y
+    RMSE = "rmse"  # regression, needs float y
+    SQNR_DB = "sqnr_db"  # worst output's SQNR vs the float model
+    COSINE = "cosine"  # worst output's mean per-sample cosine to the float model (embeddings)
+
+
+@dataclass(frozen=True)
+class _Style:
+    unit: str
+    column: str
+    axis_label: str
+    scale: float  # score = scale * value (higher is better)
+    text: str  # format of a value: {v} is the value, {p} the value in percent
+
+
+_STYLES = {
+    MetricKind.ACCURACY: _Style("points", "accuracy", "accuracy (%)", 100.0, "{p:.2f}%"),
+    MetricKind.RMSE: _Style("", "RMSE", "-RMSE", -1.0, "RMSE {v:.4g}"),
+    MetricKind.SQNR_DB: _Style("dB", "SQNR", "output SQNR vs float (dB)", 1.0, "{v:.2f} dB"),
+    MetricKind.COSINE: _Style("", "cosine", "mean cosine to float", 1.0, "cos {v:.4f}"),
+}
 
 
 @dataclass(frozen=True)
 class Metric:
     """What a plan is judged by. `score` is higher-is-better in the metric's own unit:
-    accuracy in points (0-100), RMSE negated, SQNR in dB."""
+    accuracy in points (0-100), RMSE negated, SQNR in dB, cosine as is."""
 
-    kind: str  # accuracy | rmse | sqnr_db
+    kind: MetricKind
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", MetricKind(self.kind))
 
     @classmethod
     def choose(cls, requested: str, data: Dataset) -> Metric:
-        """auto/task -> the task metric when the data has `y`, else output SQNR (with a notice)."""
+        """auto/task -> the task metric when the data has `y`, else output SQNR (with a notice);
+        sqnr and cosine compare with the float model whatever the data has."""
         if requested not in METRICS:
             raise InputError(f"unknown metric '{requested}'; expected one of {', '.join(METRICS)}")
-        if requested == "sqnr":
-            return cls("sqnr_db")
+        if requested in ("sqnr", "cosine"):
+            return cls(MetricKind.SQNR_DB if requested == "sqnr" else MetricKind.COSINE)
         if data.y is None:
             log.warning("%s has no y: judging plans by output SQNR vs the float model", data.source)
-            return cls("sqnr_db")
-        return cls("accuracy" if data.is_classification else "rmse")
+            return cls(MetricKind.SQNR_DB)
+        return cls(MetricKind.ACCURACY if data.is_classification else MetricKind.RMSE)
+
+    @property
+    def _style(self) -> _Style:
+        return _STYLES[self.kind]
 
     @property
     def unit(self) -> str:
-        return {"accuracy": "points", "rmse": "", "sqnr_db": "dB"}[self.kind]
+        return self._style.unit
 
     def value(self, metrics: dict[str, Any]) -> float:
-        """The metric as users read it (accuracy 0-1, RMSE, dB)."""
-        if self.kind == "sqnr_db":
-            return float(metrics["sqnr_db"])
+        """The metric as users read it (accuracy 0-1, RMSE, dB, cosine)."""
+        if self.kind in (MetricKind.SQNR_DB, MetricKind.COSINE):
+            return float(metrics[self.kind.value])
         return float(metrics["task"]["value"])
 
     def score(self, metrics: dict[str, Any]) -> float:
@@ -64,26 +99,30 @@ class Metric:
 
     def to_score(self, value: float) -> float:
         """A metric value as a higher-is-better score."""
-        return {"accuracy": 100.0 * value, "rmse": -value, "sqnr_db": value}[self.kind]
+        return self._style.scale * value
+
+    def from_score(self, score: float) -> float:
+        """A score back as the metric's value."""
+        return score / self._style.scale
 
     def format(self, value: float) -> str:
         """A metric value in the one unit users see everywhere: accuracy in %, RMSE, dB."""
-        return {"accuracy": f"{100.0 * value:.2f}%", "rmse": f"RMSE {value:.4g}",
-                "sqnr_db": f"{value:.2f} dB"}[self.kind]
+        return self._style.text.format(v=value, p=100.0 * value)
 
     @property
     def column(self) -> str:
         """Table header for the metric's values (as `format` prints them)."""
-        return {"accuracy": "accuracy", "rmse": "RMSE", "sqnr_db": "SQNR"}[self.kind]
+        return self._style.column
 
     @property
     def axis_label(self) -> str:
-        return {"accuracy": "accuracy (%)", "rmse": "-RMSE",
-                "sqnr_db": "output SQNR vs float (dB)"}[self.kind]
+        return self._style.axis_label
 
     def default_tolerance(self, reference_score: float) -> float:
-        """Default allowed drop from all-int16x8: 0.5 accuracy points, 1 dB, or 1% of RMSE."""
-        return {"accuracy": 0.5, "rmse": 0.01 * abs(reference_score), "sqnr_db": 1.0}[self.kind]
+        """Default allowed drop from the reference: 0.5 accuracy points, 1 dB, 1% of RMSE, or
+        0.002 of cosine."""
+        return {MetricKind.ACCURACY: 0.5, MetricKind.RMSE: 0.01 * abs(reference_score),
+                MetricKind.SQNR_DB: 1.0, MetricKind.COSINE: 0.002}[self.kind]
 
 
 @dataclass
@@ -162,9 +201,9 @@ class Evaluator:
 
     def float_value(self) -> float | None:
         """The float model's metric (None for SQNR, which is infinite against itself)."""
-        if self.metric.kind == "sqnr_db":
+        if self.metric.kind is MetricKind.SQNR_DB:
             return None
-        return float(self.float_metrics["task"]["value"])
+        return self.metric.value(self.float_metrics)
 
     def run(self, int16: set[int] | frozenset[int], default: Precision, label: str,
             keep_model: bool = False) -> Point:
@@ -188,7 +227,7 @@ class Evaluator:
         self.run_seconds += time.perf_counter() - start
         if self.progress is not None:
             self.progress.advance(label)
-        log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.kind,
+        log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.column,
                   point.value, point.size_bytes, point.latency_ms)
         return point
 

@@ -88,7 +88,7 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
         return Choice(chosen, best, text)
     cost = "bytes" if constraint.kind == "max_bytes" else "latency_ms"
     limit = float("inf") if constraint.limit is None else constraint.limit
-    text = f"{cost} <= {limit:g}, best {metric.kind}"
+    text = f"{cost} <= {limit:g}, best {metric.column}"
     ok = [p for p in points if p.cost(cost) <= limit]
     best = min(points, key=lambda p: (p.cost(cost), -p.score))
     chosen = max(ok, key=lambda p: (p.score, -p.cost(cost))) if ok else None
@@ -97,8 +97,7 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
 
 def _score_text(metric: Metric, score: float) -> str:
     """A score (higher is better) back in the metric's own unit."""
-    value = {"accuracy": score / 100.0, "rmse": -score, "sqnr_db": score}[metric.kind]
-    return metric.format(value)
+    return metric.format(metric.from_score(score))
 
 
 LABEL_LEGEND = (
@@ -228,7 +227,7 @@ def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
     """Quantise the chosen plan again (deterministic; not an evaluation run) and make its plan."""
     quantized = study.session.quantize(set(point.int16), Precision(point.default))
     int16_ops = [o.float_op for o in quantized.int16_ops()]
-    metrics = {"sqnr_db": point.sqnr_db, study.evaluator.metric.kind: point.value}
+    metrics = {"sqnr_db": point.sqnr_db, study.evaluator.metric.kind.value: point.value}
     plan = Plan.for_ops(study.session.ops, int16_ops, metrics, point.default,
                         study.rewritten.names)
     return plan, quantized.tflite
@@ -240,7 +239,7 @@ def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice
     on_front = frontier_ids(points)
     return {
         "model": study.session.model.source,
-        "metric": ev.metric.kind,
+        "metric": ev.metric.kind.value,
         "float_value": ev.float_value(),
         "data": {"source": ev.data.source, "samples": len(ev.data)},
         "constraint": {"kind": constraint.kind, "limit": constraint.limit,
