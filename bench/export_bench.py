@@ -39,8 +39,8 @@ def main() -> None:
     for k, (name, options) in enumerate(CASES):
         ex = REPO / "examples"
         conv = root / f"conv{k}"
-        report = convert(ConvertConfig(ex / f"{name}.keras", conv, ex / f"{name}_calib.npz",
-                                       ex / f"{name}_eval.npz", show_progress=False, **options)).report
+        report = convert(ConvertConfig(ex / f"{name}.keras", conv, ex / f"{name}_calib.npz", ex /
+                                       f"{name}_eval.npz", show_progress=False, **options)).report.to_dict()
         model = conv / "model.tflite"
         start = time.perf_counter()
         fast = export_micro(MicroConfig(model, root / f"fast{k}", name, verify=False))

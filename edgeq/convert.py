@@ -10,23 +10,23 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from device_agent.runtimes import default_tflm_arena
-from edgeq import __version__
 from edgeq.errors import InputError
 from edgeq.fsutil import atomic_output_dir, check_output_dir
 from edgeq.model.load import FloatModel
-from edgeq.model.rewrite import load_inputs, write_contract
+from edgeq.model.rewrite import Rewritten, load_inputs, write_contract
 from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.opspec import select_ops
 from edgeq.quant.plan import Plan, plan_indices
 from edgeq.quant.quantize import Precision
 from edgeq.quant.session import Quantized, QuantSession, resolve_precisions
+from edgeq.reports import ConvertReport, TflmCheck
 from edgeq.study.compare import compare_runtimes, stack_samples
 from edgeq.study.evaluate import Outputs, compare, run_model
 from edgeq.study.measure import measure_latency, raw_sample
@@ -66,18 +66,18 @@ class ConvertConfig:
         return self.mode
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConvertResult:
-    """The report, the quantised model and whether --strict found problems."""
+    """The report, the quantised model and its plan."""
 
-    report: dict[str, Any]
+    report: ConvertReport
     tflite: bytes
     plan: Plan
-    strict_problems: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.strict_problems else 0
+        """1 when --strict found problems."""
+        return 1 if self.report.problems else 0
 
 
 def convert(cfg: ConvertConfig) -> ConvertResult:
@@ -117,7 +117,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     log.info("evaluated on %d %s samples in %.2f s: min output SQNR %.2f dB", len(data),
              metrics["data"], evaluate_s, metrics["sqnr_db"])
     tflm = tflm_check(quantized.tflite, quant_out, float_out, data.y, cfg.tolerance)
-    log.info("TFLite Micro: %s", "runs" if tflm["runs"] else f"fails ({tflm.get('error')})")
+    log.info("TFLite Micro: %s", "runs" if tflm.runs else f"fails ({tflm.error})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
                         _plan_metrics(metrics), default, loaded.rewritten.names)
     if mode == "mixed":
@@ -125,16 +125,13 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
         if versus["loses"]:
             warnings.append(versus["text"])
             log.warning(versus["text"])
-    report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings)
-    if mode == "mixed":
-        report["mixed_vs_int16x8"] = versus
-    report["rewrites"] = loaded.rewritten.to_dict()
-    report["timing_s"] = {"calibrate": round(session.calibration_s, 3),
-                          "quantize": round(quantize_s, 3), "evaluate": round(evaluate_s, 3),
-                          "total": round(time.perf_counter() - started, 3)}
-    problems = strict_problems(report) if cfg.strict else []
-    report["strict"] = {"enabled": cfg.strict, "ok": not problems, "problems": problems}
-    result = ConvertResult(report, quantized.tflite, plan, problems)
+    timing = {"calibrate": round(session.calibration_s, 3), "quantize": round(quantize_s, 3),
+              "evaluate": round(evaluate_s, 3), "total": round(time.perf_counter() - started, 3)}
+    report = build_report(mode, method, model, session, quantized, metrics, tflm, warnings,
+                          loaded.rewritten, timing, versus if mode == "mixed" else None)
+    if cfg.strict:
+        report = replace(report, strict=True, problems=tuple(strict_problems(report)))
+    result = ConvertResult(report, quantized.tflite, plan)
     if cfg.out is not None:
         write_outputs(cfg.out, result)
     return result
@@ -188,7 +185,7 @@ def against_int16x8(session: QuantSession, mixed: Quantized, float_sample: list[
 
 
 def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = None,
-               y: np.ndarray | None = None, tolerance: int | None = None) -> dict[str, Any]:
+               y: np.ndarray | None = None, tolerance: int | None = None) -> TflmCheck:
     """Invoke the model in the real TFLM interpreter and compare it, in LSB, with LiteRT's
     reference kernels (the arithmetic TFLM implements) and with the builtin kernels edgeq
     evaluates with, and both with the float model. Beyond tolerance every op is compared to
@@ -202,81 +199,53 @@ def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = No
     if not comparison.ok and not comparison.result("tflm").error:
         comparison = compare_runtimes(tflite, raw, runtimes, True, tolerance, floats, labels)
     reference, tflm, builtin = (comparison.result(r) for r in runtimes)
-    result: dict[str, Any] = {"runs": not tflm.error, "samples": len(samples),
-                              "arena_bytes": default_tflm_arena(len(tflite)),
-                              "version": tflm.version, "tolerance_lsb": comparison.tolerance_lsb,
-                              "reference": "LiteRT reference kernels"}
+    check = TflmCheck(not tflm.error, len(samples), default_tflm_arena(len(tflite)), tflm.version,
+                      comparison.tolerance_lsb, error=tflm.error or None)
     if tflm.error:
-        result["error"] = tflm.error
-        return result
-    result.update({
-        "max_abs_diff_lsb": max(tflm.max_diff_lsb, default=0),
-        "max_abs_diff_lsb_per_output": list(tflm.max_diff_lsb),
-        "within_tolerance": tflm.ok, "rounding_drift": tflm.drift,
-        "sqnr_db_vs_float": {"litert_reference": min(reference.sqnr_db, default=None),
-                             "tflm": min(tflm.sqnr_db, default=None),
-                             "litert_builtin": min(builtin.sqnr_db, default=None)}
-        if floats else None,
-        "first_divergence": tflm.divergence.to_dict() if tflm.divergence else None,
-        "litert_builtin_vs_reference": {
-            "max_abs_diff_lsb": max(builtin.max_diff_lsb, default=0), "within_tolerance": builtin.ok,
-            "first_divergence": builtin.divergence.to_dict() if builtin.divergence else None},
-        "diagnostics": list(comparison.diagnostics)})
-    return result
+        return check
+    sqnr = {"litert_reference": min(reference.sqnr_db, default=None),
+            "tflm": min(tflm.sqnr_db, default=None),
+            "litert_builtin": min(builtin.sqnr_db, default=None)} if floats else None
+    return replace(
+        check, max_abs_diff_lsb_per_output=tuple(tflm.max_diff_lsb),
+        within_tolerance=tflm.ok, rounding_drift=tflm.drift, sqnr_db_vs_float=sqnr,
+        first_divergence=tflm.divergence,
+        builtin_max_abs_diff_lsb=max(builtin.max_diff_lsb, default=0),
+        builtin_within_tolerance=builtin.ok, builtin_first_divergence=builtin.divergence,
+        diagnostics=tuple(comparison.diagnostics))
 
 
 def build_report(mode: str, method: CalibrationMethod, model: FloatModel,
                  session: QuantSession, quantized: Quantized, metrics: dict[str, Any],
-                 tflm: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """report.json: per-op table, coverage, size, I/O quantisation, metrics, TFLM check."""
+                 tflm: TflmCheck, warnings: list[str], rewritten: Rewritten,
+                 timing: dict[str, float], versus: dict[str, Any] | None) -> ConvertReport:
+    """The report of one conversion (its I/O read back from the quantised model)."""
     from device_agent.runtimes import LiteRTRuntime
 
     with LiteRTRuntime(quantized.tflite) as rt:
-        io = {"inputs": [s.to_dict() for s in rt.inputs()],
-              "outputs": [s.to_dict() for s in rt.outputs()]}
-    graph = quantized.outcomes
-    integer = sum(1 for o in graph if o.integer)
-    by_type: dict[str, dict[str, int]] = {}
-    for o in graph:
-        counts = by_type.setdefault(o.op.op, {})
-        counts[o.op.activation_dtype] = counts.get(o.op.activation_dtype, 0) + 1
-    return {
-        "edgeq_version": __version__,
-        "source": model.source,
-        "source_kind": model.kind,
-        "mode": mode,
-        "calibration": {"method": str(method), "samples": len(session.calib)},
-        "model": {"file": "model.tflite", "bytes": len(quantized.tflite),
-                  "float_bytes": len(model.tflite),
-                  "sha256": hashlib.sha256(quantized.tflite).hexdigest()},
-        "io": io,
-        "ops": [o.to_dict() for o in graph],
-        "float_ops": [{"index": o.op.index, "op": o.op.op, "name": o.op.name, "reason": o.reason}
-                      for o in graph if not o.integer],
-        "summary": {"ops": len(graph), "integer_ops": integer,
-                    "integer_coverage_pct": round(100.0 * integer / max(len(graph), 1), 2),
-                    "int16_ops": len(quantized.int16_ops()),
-                    "requantize_ops": quantized.requantize_ops,
-                    "by_type": by_type},
-        "metrics": metrics,
-        "tflm": tflm,
-        "warnings": warnings,
-    }
+        inputs, outputs = tuple(rt.inputs()), tuple(rt.outputs())
+    return ConvertReport(
+        source=model.source, source_kind=model.kind, mode=mode, calibration=str(method),
+        calibration_samples=len(session.calib), model_bytes=len(quantized.tflite),
+        float_bytes=len(model.tflite), sha256=hashlib.sha256(quantized.tflite).hexdigest(),
+        inputs=inputs, outputs=outputs, outcomes=tuple(quantized.outcomes),
+        int16_ops=len(quantized.int16_ops()), requantize_ops=quantized.requantize_ops,
+        metrics=metrics, tflm=tflm, warnings=tuple(warnings), rewrites=rewritten,
+        timing_s=timing, mixed_vs_int16x8=versus)
 
 
-def strict_problems(report: dict[str, Any]) -> list[str]:
+def strict_problems(report: ConvertReport) -> list[str]:
     """What --strict rejects: any op that is not integer-only, or a model TFLM cannot run."""
-    problems = [f"{o['op']} '{o['name']}' (node {o['index']}) is not integer-only: {o['reason']}"
-                for o in report["float_ops"]]
-    tflm = report["tflm"]
-    if not tflm["runs"]:
-        problems.append(f"TFLite Micro cannot run the model: {tflm.get('error', '')}")
-    elif not tflm["within_tolerance"]:
-        where = tflm["first_divergence"]
+    problems = [f"{o.op.op} '{o.op.name}' (node {o.op.index}) is not integer-only: {o.reason}"
+                for o in report.float_ops]
+    tflm = report.tflm
+    if not tflm.runs:
+        problems.append(f"TFLite Micro cannot run the model: {tflm.error or ''}")
+    elif not tflm.within_tolerance:
+        where = tflm.first_divergence
         problems.append(f"TFLite Micro differs from LiteRT's reference kernels by "
-                        f"{tflm['max_abs_diff_lsb']} LSB "
-                        f"(tolerance {tflm['tolerance_lsb']})" + (
-                            f", first at op {where['op_index']} {where['op']}" if where else ""))
+                        f"{tflm.max_abs_diff_lsb} LSB (tolerance {tflm.tolerance_lsb})"
+                        + (f", first at op {where.op_index} {where.op}" if where else ""))
     return problems
 
 
@@ -284,8 +253,8 @@ def write_outputs(out: Path, result: ConvertResult) -> None:
     """OUT/model.tflite, OUT/report.json, OUT/plan.json — all or nothing."""
     with atomic_output_dir(out, "convert") as tmp:
         (tmp / "model.tflite").write_bytes(result.tflite)
-        (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
+        (tmp / "report.json").write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
         (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
-        write_contract(tmp, result.report["rewrites"]["preprocessing"])
+        write_contract(tmp, [c.to_dict() for c in result.report.rewrites.contracts])
 
 

@@ -206,5 +206,5 @@ def gelu_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.savez(root / "calib.npz", x=np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32))
     result = convert(ConvertConfig(root / "gelu.keras", root / "out", root / "calib.npz",
                                    show_progress=False))
-    assert not result.report["tflm"]["runs"], "fixture needs a model TFLM cannot run"
+    assert not result.report.to_dict()["tflm"]["runs"], "fixture needs a model TFLM cannot run"
     return root / "out" / "model.tflite"

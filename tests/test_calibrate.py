@@ -78,9 +78,9 @@ def test_degenerate_ranges_are_widened_and_named(degenerate_model: tuple, mode: 
 
     model, calib = degenerate_model
     result = convert(ConvertConfig(model, None, calib, mode=mode, show_progress=False))
-    widened = [w for w in result.report["warnings"] if "widened" in w]
+    widened = [w for w in result.report.to_dict()["warnings"] if "widened" in w]
     assert widened and all("calibration: tensor" in w for w in widened)
-    assert result.report["summary"]["integer_coverage_pct"] == 100.0
+    assert result.report.to_dict()["summary"]["integer_coverage_pct"] == 100.0
 
 
 def test_notes_name_values_left_out_of_a_range() -> None:

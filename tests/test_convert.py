@@ -43,42 +43,42 @@ def test_int8_mode_is_integer_only_by_default(attention_results: dict) -> None:
     result = attention_results["int8"]
     with LiteRTRuntime(result.tflite) as rt:
         assert [s.dtype for s in rt.inputs() + rt.outputs()] == ["int8", "int8"]
-    assert result.report["float_ops"] == []
+    assert result.report.to_dict()["float_ops"] == []
     assert _activation_dtypes(result.tflite) == {"int8"}
-    assert {a["rewrite"] for a in result.report["rewrites"]["applied"]} == {"neg", "squared-difference"}
+    assert set(result.report.rewrites.names) == {"neg", "squared-difference"}
 
 
 def test_without_rewrites_neg_stays_float_and_the_report_says_why(attention_results: dict) -> None:
     # NEG has no int8 rule in litert-quantizer: the only float ops, and the report says why.
     result = attention_results["int8-no-rewrite"]
-    float_ops = result.report["float_ops"]
+    float_ops = result.report.to_dict()["float_ops"]
     assert {o["op"] for o in float_ops} == {"NEG"}
     assert all("NEG" in o["reason"] for o in float_ops)
     assert _activation_dtypes(result.tflite) == {"int8", "float32"}
-    assert result.report["rewrites"]["applied"] == []
+    assert result.report.to_dict()["rewrites"]["applied"] == []
 
 
 def test_int16x8_mode_has_int16_io_and_keeps_unsupported_ops_int8(attention_results: dict) -> None:
     result = attention_results["int16x8-no-rewrite"]
     with LiteRTRuntime(result.tflite) as rt:
         assert [s.dtype for s in rt.inputs() + rt.outputs()] == ["int16", "int16"]
-    by_type = result.report["summary"]["by_type"]
+    by_type = result.report.to_dict()["summary"]["by_type"]
     assert by_type["SOFTMAX"] == {"int16": 1} and by_type["BATCH_MATMUL"] == {"int16": 2}
     # SQUARED_DIFFERENCE has no a16w8 rule: int8, with a warning naming it.
     assert by_type["SQUARED_DIFFERENCE"] == {"int8": 2}
-    assert any("SQUARED_DIFFERENCE" in w and "int8" in w for w in result.report["warnings"])
+    assert any("SQUARED_DIFFERENCE" in w and "int8" in w for w in result.report.to_dict()["warnings"])
 
 
 def test_int16x8_beats_int8_where_int8_is_weak(tmp_path: Path) -> None:
     """Raw wide-range regression inputs: int8 loses precision that int16 keeps."""
-    int8 = _convert("diabetes_regression", mode="int8").report["metrics"]["sqnr_db"]
-    int16 = _convert("diabetes_regression", mode="int16x8").report["metrics"]["sqnr_db"]
+    int8 = _convert("diabetes_regression", mode="int8").report.to_dict()["metrics"]["sqnr_db"]
+    int16 = _convert("diabetes_regression", mode="int16x8").report.to_dict()["metrics"]["sqnr_db"]
     assert int16 > int8 + 3.0
 
 
 def test_mixed_mode_puts_only_named_ops_in_int16(tmp_path: Path) -> None:
     result = _convert("digits_attention", tmp_path / "out", int16=("SOFTMAX",))
-    int16 = [o for o in result.report["ops"] if o["activation_dtype"] == "int16"]
+    int16 = [o for o in result.report.to_dict()["ops"] if o["activation_dtype"] == "int16"]
     assert [o["op"] for o in int16] == ["SOFTMAX"]
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert [e["op"] for e in plan["int16"]] == ["SOFTMAX"]
@@ -96,13 +96,13 @@ def test_int8_quality_at_least_plain_converter(name: str) -> None:
     evald = load_dataset(eval_path, model.inputs, labels=True)
     reference = run_model(model.tflite, evald)
     plain = compare(reference, run_model(plain_tf_int8(model_path, calib), evald), ["y"], evald.y)
-    ours = _convert(name, mode="int8").report["metrics"]
+    ours = _convert(name, mode="int8").report.to_dict()["metrics"]
     assert ours["sqnr_db"] >= plain["sqnr_db"] - 0.5, (ours["sqnr_db"], plain["sqnr_db"])
 
 
 @pytest.mark.parametrize("mode", ["int8", "int16x8"])
 def test_tflm_runs_and_agrees_with_litert(mode: str) -> None:
-    tflm = _convert("digits_cnn", mode=mode).report["tflm"]
+    tflm = _convert("digits_cnn", mode=mode).report.to_dict()["tflm"]
     assert tflm["runs"], tflm
     assert tflm["samples"] == 16
     assert 0 <= tflm["max_abs_diff_lsb"] <= 2
@@ -110,7 +110,7 @@ def test_tflm_runs_and_agrees_with_litert(mode: str) -> None:
 
 def test_report_fields_are_consistent(attention_results: dict, tmp_path_factory) -> None:
     result = attention_results["int8"]
-    report = result.report
+    report = result.report.to_dict()
     summary = report["summary"]
     assert summary["ops"] == len(report["ops"])
     integer = sum(1 for o in report["ops"] if o["activation_dtype"] != "float32")
@@ -140,11 +140,11 @@ def test_written_files_match_the_result(tmp_path: Path) -> None:
 def test_multi_input_keeps_int_ids_int32(multi_input_model) -> None:
     model, calib = multi_input_model
     result = convert(ConvertConfig(model, None, calib, show_progress=False))
-    dtypes = {s["name"]: s["dtype"] for s in result.report["io"]["inputs"]}
+    dtypes = {s["name"]: s["dtype"] for s in result.report.to_dict()["io"]["inputs"]}
     assert dtypes == {"ids": "int32", "feats": "int8"}
     # Keras' Embedding lowers to LESS/ADD/SELECT (negative-index wrap); TFLM has no SELECT,
     # and the report names it instead of pretending the model runs there.
-    tflm = result.report["tflm"]
+    tflm = result.report.to_dict()["tflm"]
     assert not tflm["runs"] and "SELECT" in tflm["error"]
 
 
@@ -153,13 +153,13 @@ def test_savedmodel_and_float_tflite_inputs(fixture: str, request) -> None:
     model = request.getfixturevalue(fixture)
     _, calib, evalf = bundled("digits_cnn")
     result = convert(ConvertConfig(model, None, calib, evalf, show_progress=False))
-    assert result.report["io"]["inputs"][0]["shape"] == [1, 8, 8, 1]
-    assert result.report["metrics"]["task"]["value"] > 0.9
+    assert result.report.to_dict()["io"]["inputs"][0]["shape"] == [1, 8, 8, 1]
+    assert result.report.to_dict()["metrics"]["task"]["value"] > 0.9
 
 
 def test_percentile_calibration_changes_ranges() -> None:
-    minmax = _convert("digits_cnn").report["io"]["outputs"][0]["scale"]
-    pct = _convert("digits_cnn", calibration="percentile:99").report["io"]["outputs"][0]["scale"]
+    minmax = _convert("digits_cnn").report.to_dict()["io"]["outputs"][0]["scale"]
+    pct = _convert("digits_cnn", calibration="percentile:99").report.to_dict()["io"]["outputs"][0]["scale"]
     assert pct < minmax
 
 

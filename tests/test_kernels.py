@@ -35,9 +35,9 @@ def test_op_known_to_lack_int16_kernel_stays_int8_with_warning(empty_cache: Path
     model, calib, _ = bundled("digits_attention")
     result = convert(ConvertConfig(model, None, calib, int16=("SOFTMAX", "BATCH_MATMUL"),
                                    show_progress=False))
-    by_type = result.report["summary"]["by_type"]
+    by_type = result.report.to_dict()["summary"]["by_type"]
     assert by_type["SOFTMAX"] == {"int8": 1} and by_type["BATCH_MATMUL"] == {"int16": 2}
-    warning = [w for w in result.report["warnings"] if "SOFTMAX" in w]
+    warning = [w for w in result.report.to_dict()["warnings"] if "SOFTMAX" in w]
     assert warning and "no int16 kernel" in warning[0] and "node" in warning[0]
 
 

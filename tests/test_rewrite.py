@@ -37,22 +37,22 @@ def test_rewritten_attention_runs_entirely_in_int16_on_litert_and_tflm() -> None
     model, calib, evald = bundled("digits_attention")
     result = convert(ConvertConfig(model, None, calib, evald, mode="int16x8", rewrites=("all",),
                                    show_progress=False))
-    summary = result.report["summary"]
+    summary = result.report.to_dict()["summary"]
     assert summary["integer_coverage_pct"] == 100.0
     assert summary["int16_ops"] == summary["ops"]
-    assert result.report["tflm"]["runs"]
-    assert result.report["rewrites"]["float_max_abs_diff"] <= 1e-6
+    assert result.report.to_dict()["tflm"]["runs"]
+    assert result.report.to_dict()["rewrites"]["float_max_abs_diff"] <= 1e-6
 
 
 def test_preprocessing_moves_out_and_int8_stops_collapsing(tmp_path) -> None:
     model, calib, evald = bundled("wine_collapse")
-    plain = convert(ConvertConfig(model, None, calib, evald, show_progress=False)).report
+    plain = convert(ConvertConfig(model, None, calib, evald, show_progress=False)).report.metrics
     out = tmp_path / "out"
     moved = convert(ConvertConfig(model, out, calib, evald, rewrites=("preprocessing",),
-                                  show_progress=False)).report
-    float_acc = plain["metrics"]["float_task"]["value"]
-    assert plain["metrics"]["task"]["value"] < float_acc - 0.2  # int8 collapses on raw inputs
-    assert moved["metrics"]["task"]["value"] >= float_acc - 0.01  # within 1 point of float
+                                  show_progress=False)).report.metrics
+    float_acc = plain["float_task"]["value"]
+    assert plain["task"]["value"] < float_acc - 0.2  # int8 collapses on raw inputs
+    assert moved["task"]["value"] >= float_acc - 0.01  # within 1 point of float
     contract = json.loads((out / "preprocessing.json").read_text())["inputs"][0]
     assert contract["input"] == "x" and [s["op"] for s in contract["steps"]] == ["sub", "mul"]
     assert json.loads((out / "plan.json").read_text())["rewrites"] == ["preprocessing"]

@@ -71,7 +71,8 @@ def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str |
                         rewrites=chosen_rewrites(rewrites, no_rewrite),
                         show_progress=not as_json, tolerance=tolerance)
     result = run_convert(cfg)
-    click.echo(json.dumps(result.report, indent=2) if as_json else convert_summary(result.report))
+    click.echo(json.dumps(result.report.to_dict(), indent=2) if as_json
+               else convert_summary(result.report))
     if not as_json:
         click.echo(f"\nwrote {out}/model.tflite, report.json, plan.json")
     sys.exit(result.exit_code)

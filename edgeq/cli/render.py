@@ -2,71 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeq.reports import ConvertReport, TflmCheck
 
 DTYPE_COLUMNS = ("int8", "int16", "int32", "float32")
 
 
-def convert_summary(report: dict[str, Any]) -> str:
+def convert_summary(report: ConvertReport) -> str:
     """Op types by activation dtype, size, metrics, TFLM check, warnings."""
-    lines = [f"edgeq convert: {report['source']} -> {report['mode']}", ""]
-    by_type = report["summary"]["by_type"]
+    lines = [f"edgeq convert: {report.source} -> {report.mode}", ""]
+    by_type = report.by_type()
     width = max([len(t) for t in by_type] + [7])
     lines.append(f"{'op type':<{width}}  " + "  ".join(f"{c:>7}" for c in DTYPE_COLUMNS))
     for op_type in sorted(by_type):
         counts = by_type[op_type]
         lines.append(f"{op_type:<{width}}  " + "  ".join(
             f"{counts.get(c, 0) or '':>7}" for c in DTYPE_COLUMNS))
-    s, m = report["summary"], report["model"]
     lines += ["",
-              f"integer ops   {s['integer_ops']}/{s['ops']} ({s['integer_coverage_pct']:.1f}%), "
-              f"{s['int16_ops']} in int16" + (f", {s['requantize_ops']} int8<->int16 QUANTIZE "
-                                              "boundaries" if s.get("requantize_ops") else ""),
-              f"size          {m['bytes']:,} bytes (float {m['float_bytes']:,})"]
-    for io in report["io"]["inputs"] + report["io"]["outputs"]:
-        lines.append(f"  {io['name']:<20} {io['dtype']:<7} {io['shape']!s:<14} "
-                     f"scale={io['scale']:.6g} zero_point={io['zero_point']}")
-    lines += _metric_lines(report["metrics"])
-    tflm = report["tflm"]
-    if tflm["runs"]:
-        lines += _tflm_lines(tflm)
-    else:
-        lines.append(f"TFLite Micro  FAILS: {tflm.get('error', '')}")
-    for op in report["float_ops"]:
-        lines.append(f"float op      {op['op']} (node {op['index']}): {op['reason']}")
-    lines += [f"rewrite       {a['rewrite']}: {a['why']}" for a in report["rewrites"]["applied"]]
-    shown = report["warnings"][:8]
+              f"integer ops   {report.integer_ops}/{len(report.outcomes)} "
+              f"({report.integer_coverage_pct:.1f}%), {report.int16_ops} in int16"
+              + (f", {report.requantize_ops} int8<->int16 QUANTIZE boundaries"
+                 if report.requantize_ops else ""),
+              f"size          {report.model_bytes:,} bytes (float {report.float_bytes:,})"]
+    for io in report.inputs + report.outputs:
+        lines.append(f"  {io.name:<20} {io.dtype:<7} {list(io.shape)!s:<14} "
+                     f"scale={io.scale:.6g} zero_point={io.zero_point}")
+    lines += _metric_lines(report.metrics)
+    tflm = report.tflm
+    lines += _tflm_lines(tflm) if tflm.runs else [f"TFLite Micro  FAILS: {tflm.error}"]
+    for o in report.float_ops:
+        lines.append(f"float op      {o.op.op} (node {o.op.index}): {o.reason}")
+    lines += [f"rewrite       {a['rewrite']}: {a['why']}" for a in report.rewrites.applied]
+    shown = report.warnings[:8]
     lines += [f"warning       {w}" for w in shown]
-    if len(report["warnings"]) > len(shown):
-        lines.append(f"warning       ... {len(report['warnings']) - len(shown)} more in report.json")
-    if report.get("strict", {}).get("problems"):
-        lines += [f"strict        {p}" for p in report["strict"]["problems"]]
+    if len(report.warnings) > len(shown):
+        lines.append(f"warning       ... {len(report.warnings) - len(shown)} more in report.json")
+    lines += [f"strict        {p}" for p in report.problems]
     return "\n".join(lines)
 
 
-def _tflm_lines(tflm: dict[str, Any]) -> list[str]:
+def _tflm_lines(tflm: TflmCheck) -> list[str]:
     """TFLM vs LiteRT's reference kernels, LiteRT's own optimized kernels, and vs float."""
-    verdict = ("" if tflm["within_tolerance"] and not tflm["rounding_drift"] else
-               " (rounding drift: no op parts)" if tflm["rounding_drift"] else
-               f" (BEYOND tolerance {tflm['tolerance_lsb']})")
-    lines = [f"TFLite Micro  runs; max |diff| vs LiteRT reference kernels {tflm['max_abs_diff_lsb']} "
-             f"LSB over {tflm['samples']} samples{verdict}"]
-    builtin = tflm["litert_builtin_vs_reference"]
-    if builtin["max_abs_diff_lsb"]:
-        where = builtin["first_divergence"]
+    verdict = ("" if tflm.within_tolerance and not tflm.rounding_drift else
+               " (rounding drift: no op parts)" if tflm.rounding_drift else
+               f" (BEYOND tolerance {tflm.tolerance_lsb})")
+    lines = [f"TFLite Micro  runs; max |diff| vs LiteRT reference kernels {tflm.max_abs_diff_lsb:g} "
+             f"LSB over {tflm.samples} samples{verdict}"]
+    if tflm.builtin_max_abs_diff_lsb:
+        where = tflm.builtin_first_divergence
         lines.append(f"              LiteRT's builtin kernels differ from its reference kernels by "
-                     f"{builtin['max_abs_diff_lsb']} LSB" + (
-                         f", first at op {where['op_index']} {where['op']}" if where else ""))
-    sqnr = tflm.get("sqnr_db_vs_float")
-    if sqnr:
+                     f"{tflm.builtin_max_abs_diff_lsb:g} LSB" + (
+                         f", first at op {where.op_index} {where.op}" if where else ""))
+    sqnr = tflm.sqnr_db_vs_float
+    if sqnr and None not in sqnr.values():
         lines.append(f"              on them SQNR vs float: TFLM {sqnr['tflm']:.2f} dB, LiteRT "
                      f"reference {sqnr['litert_reference']:.2f}, builtin {sqnr['litert_builtin']:.2f}")
-    where = tflm.get("first_divergence")
+    where = tflm.first_divergence
     if where:
-        lines.append(f"              first diverging op {where['op_index']} {where['op']} "
-                     f"'{where['name'].split(';')[0]}': "
-                     + "; ".join(where["hints"] or ["see report.json"]))
-    return lines + [f"              {d}" for d in tflm.get("diagnostics", [])]
+        lines.append(f"              first diverging op {where.op_index} {where.op} "
+                     f"'{where.name.split(';')[0]}': "
+                     + "; ".join(where.hints or ["see report.json"]))
+    return lines + [f"              {d}" for d in tflm.diagnostics]
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:
