@@ -115,7 +115,7 @@ def bench_case(name: str, metric: str, rewrites: tuple, n_random: int) -> dict:
     start = time.perf_counter()
     result = search(model, calib, evald, metric=metric, rewrites=rewrites, show_progress=False)
     search_s = time.perf_counter() - start
-    r = result.report
+    r = result.report.to_dict()
     runs, n = r["runs"], r["candidates"]
     front = frontier(result.points, "bytes")
     int8, int16 = result.points[0], result.points[1]
@@ -193,8 +193,8 @@ def scale_case() -> dict:
                     show_progress=False)
     minutes = (time.perf_counter() - start) / 60.0
     r = result.report
-    return {"ops": len(result.study.session.ops), "candidates": r["candidates"], "runs": r["runs"],
-            "minutes": round(minutes, 2), "target_minutes": 15, "verdict": r["verdict"]["text"],
+    return {"ops": len(result.study.session.ops), "candidates": r.candidates, "runs": r.runs,
+            "minutes": round(minutes, 2), "target_minutes": 15, "verdict": r.verdict.text,
             "all_int8_sqnr": round(result.points[0].sqnr_db, 2),
             "all_int16x8_sqnr": round(result.points[1].sqnr_db, 2)}
 

@@ -77,16 +77,19 @@ def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -
 def test_unmet_constraint_names_the_best_point_and_writes_no_plan(tmp_path, capsys) -> None:
     # a cap no plan can meet is refused before any run (test_impossible_caps_...); one that the
     # measured points miss still ends with exit 1, the best point named, and no plan or model
-    from edgeq.study.search import SearchResult, search_summary, write_search
+    from edgeq.model.load import load_model
+    from edgeq.model.rewrite import Rewritten
+    from edgeq.study.analyze import Verdict
+    from edgeq.study.search import SearchReport, SearchResult, search_summary, write_search
 
     pts = [_point("all-int8", 30, 100), _point("all-int16x8", 40, 150)]
-    choice = choose(pts, Constraint("max_bytes", 50), pts[1], Metric("sqnr_db"))
-    report = {"model": "m.keras", "metric": "sqnr_db", "float_value": None,
-              "data": {"samples": 1}, "runs": 2, "candidates": 0, "run_budget": 2,
-              "timing_s": {"total": 0.1}, "frontier": {"bytes": []}, "points": [],
-              "constraint": {"description": choice.description, "met": False},
-              "best": choice.best.to_dict(), "verdict": {"text": "-"}, "legend": [],
-              "rewrites": {"applied": [], "preprocessing": []}}
+    constraint = Constraint("max_bytes", 50)
+    metric = Metric("sqnr_db")
+    choice = choose(pts, constraint, pts[1], metric)
+    rewritten = Rewritten(load_model(bundled("digits_cnn")[0]))
+    report = SearchReport("m.keras", metric, None, "eval.npz", 1, constraint, choice, pts[0], pts[1],
+                          Verdict("spread", "-"), tuple(pts), 0, 2, 2, None, {"total": 0.1}, (),
+                          rewritten)
     result = SearchResult(pts, choice, report, None)
     text = search_summary(result)
     assert result.exit_code == 1 and "no point meets bytes <= 50" in text

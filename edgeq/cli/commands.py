@@ -155,7 +155,8 @@ def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, n
     result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
                         reuse, not as_json, chosen_rewrites(rewrites, no_rewrite))
     write_search(out, result)
-    click.echo(json.dumps(result.report, indent=2) if as_json else search_summary(result))
+    click.echo(json.dumps(result.report.to_dict(), indent=2) if as_json
+               else search_summary(result))
     if not as_json:
         written = "pareto.json/csv/png" + (", plan.json, model.tflite" if result.plan else "")
         click.echo(f"\nwrote {out}/: {written}")

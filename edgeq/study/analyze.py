@@ -9,6 +9,7 @@ all-int16x8 — and candidates include groups (Keras layers and blocks, from op 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -154,14 +155,30 @@ def attribute_errors(session: QuantSession, data: Dataset, sens: Sensitivity) ->
     return rows
 
 
-def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> dict[str, Any]:
-    """equal (int8 is enough), concentrated (a partial plan recovers most of the gap cheaply),
-    cheap (only all-int16x8 does, and it costs little) or spread (recovering it is expensive)."""
+@dataclass(frozen=True)
+class Verdict:
+    """What the int8 -> int16x8 gap looks like and what to choose: equal (int8 is enough),
+    concentrated (a partial plan recovers most of the gap cheaply), cheap (only all-int16x8 does,
+    and it costs little) or spread (recovering it is expensive)."""
+
+    kind: str
+    text: str
+    point: str | None = None  # the partial plan, for `concentrated`
+    int16_ops: int | None = None
+    size_ratio: float | None = None
+    latency_ratio: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> Verdict:
+    """The Verdict on these points (see Verdict)."""
     gap = int16.score - int8.score
     tolerance = metric.default_tolerance(int16.score)
     if gap <= tolerance:
-        return {"kind": "equal", "text": f"int8 is within {tolerance:g} {metric.unit} of int16x8 "
-                                         "here: choose int8".replace("  ", " ")}
+        return Verdict("equal", f"int8 is within {tolerance:g} {metric.unit} of int16x8 here: "
+                                "choose int8".replace("  ", " "))
     good = [p for p in points if p.score - int8.score >= RECOVERED_SHARE * gap]
 
     def ratios(p: Point) -> tuple[float, float]:  # latency 1.0 when inside timing noise
@@ -173,21 +190,22 @@ def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> d
     if partial:
         p = min(partial, key=lambda p: (p.int16_ops, p.size_bytes))
         size, latency = ratios(p)
-        return {"kind": "concentrated", "point": p.label, "int16_ops": p.int16_ops,
-                "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
-                "text": f"error is concentrated: int16 on {p.int16_ops} of {int16.int16_ops} ops "
-                        f"('{p.label}') recovers {share} at {size:.2f}x int8 size, "
-                        f"{latency:.2f}x latency"}
+        return Verdict("concentrated",
+                       f"error is concentrated: int16 on {p.int16_ops} of {int16.int16_ops} ops "
+                       f"('{p.label}') recovers {share} at {size:.2f}x int8 size, "
+                       f"{latency:.2f}x latency", p.label, p.int16_ops, round(size, 3),
+                       round(latency, 3))
     if cheap:
         size, latency = ratios(cheap[0])
-        return {"kind": "cheap", "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
-                "text": f"only int16 nearly everywhere recovers {share}, and int16x8 costs little "
-                        f"here ({size:.2f}x size, {latency:.2f}x latency): choose int16x8"}
+        return Verdict("cheap", f"only int16 nearly everywhere recovers {share}, and int16x8 "
+                                f"costs little here ({size:.2f}x size, {latency:.2f}x latency): "
+                                "choose int16x8", size_ratio=round(size, 3),
+                       latency_ratio=round(latency, 3))
     p = min(good, key=lambda p: p.size_bytes)
     size, latency = ratios(p)
-    return {"kind": "spread", "size_ratio": round(size, 3), "latency_ratio": round(latency, 3),
-            "text": f"error is spread: recovering {share} takes {size:.2f}x int8 size and "
-                    f"{latency:.2f}x latency ('{p.label}'); choose int8 or int16x8"}
+    return Verdict("spread", f"error is spread: recovering {share} takes {size:.2f}x int8 size "
+                             f"and {latency:.2f}x latency ('{p.label}'); choose int8 or int16x8",
+                   size_ratio=round(size, 3), latency_ratio=round(latency, 3))
 
 
 def sensitivity_report(study: Study, sens: Sensitivity,
@@ -220,8 +238,8 @@ def sensitivity_report(study: Study, sens: Sensitivity,
         "data": {"source": evaluator.data.source, "samples": len(evaluator.data)},
         "endpoints": {"all_int8": sens.int8.to_dict(), "all_int16x8": sens.int16.to_dict()},
         "gap_db": round(sens.gap, 3),
-        "verdict": verdict([sens.int8, sens.int16, *sens.upgraded, *sens.downgraded], sens.int8, sens.int16,
-                           evaluator.metric),
+        "verdict": verdict([sens.int8, sens.int16, *sens.upgraded, *sens.downgraded], sens.int8,
+                           sens.int16, evaluator.metric).to_dict(),
         "candidates": rows,
         "not_candidates": not_candidates,
         "attribution": attribution,

@@ -18,13 +18,14 @@ from typing import Any
 
 from edgeq.errors import InputError, PlanError
 from edgeq.fsutil import atomic_output_dir
-from edgeq.model.rewrite import write_contract
+from edgeq.model.rewrite import Rewritten, write_contract
 from edgeq.progress import RunProgress, progress
 from edgeq.quant.plan import Plan, check_plan
 from edgeq.quant.quantize import Precision
 from edgeq.study.analyze import (
     Candidate,
     Study,
+    Verdict,
     attribute_errors,
     measure_sensitivity,
     prepare,
@@ -129,7 +130,7 @@ class SearchResult:
 
     points: list[Point]
     choice: Choice
-    report: dict[str, Any]
+    report: SearchReport
     sensitivity: dict[str, Any] | None
     plan: Plan | None = None
     tflite: bytes = b""
@@ -167,12 +168,11 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
         study, sens, attribute_errors(study.session, study.evaluator.data, sens))
     int8, int16 = points[0], points[1]
     choice = choose(points, constraint, int16, study.evaluator.metric)
-    result = SearchResult(points, choice, {}, sensitivity, warnings=study.warnings, study=study)
+    report = _report(study, int8, int16, points, choice, constraint, n, reused)
+    result = SearchResult(points, choice, report, sensitivity, warnings=study.warnings, study=study)
     if choice.chosen is not None:
         result.plan, result.tflite = _materialise(study, choice.chosen)
-    result.report = _report(study, int8, int16, points, choice, constraint, n, reused)
-    log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n,
-             result.report["verdict"]["text"])
+    log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n, report.verdict.text)
     return result
 
 
@@ -233,37 +233,70 @@ def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
     return plan, quantized.tflite
 
 
+@dataclass(frozen=True)
+class SearchReport:
+    """pareto.json: every point, the frontiers, the choice and the verdict."""
+
+    model: str
+    metric: Metric
+    float_value: float | None
+    data_source: str
+    samples: int
+    constraint: Constraint
+    choice: Choice
+    int8: Point
+    int16: Point
+    verdict: Verdict
+    points: tuple[Point, ...]
+    candidates: int
+    runs: int
+    run_budget: int
+    reuse: dict[str, Any] | None
+    timing_s: dict[str, float]
+    warnings: tuple[str, ...]
+    rewrites: Rewritten
+
+    def frontier_labels(self, axis: str) -> list[str]:
+        return [p.label for p in frontier(list(self.points), axis)]
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.choice
+        return {
+            "model": self.model,
+            "metric": self.metric.kind.value,
+            "float_value": self.float_value,
+            "data": {"source": self.data_source, "samples": self.samples},
+            "constraint": {"kind": self.constraint.kind, "limit": self.constraint.limit,
+                           "description": c.description, "met": c.met},
+            "chosen": c.chosen.to_dict() if c.chosen else None,
+            "best": c.best.to_dict(),
+            "endpoints": {"all_int8": self.int8.to_dict(), "all_int16x8": self.int16.to_dict()},
+            "verdict": self.verdict.to_dict(),
+            "frontier": {axis: self.frontier_labels(axis) for axis in ("bytes", "latency_ms")},
+            "points": point_rows(list(self.points), frontier_ids(list(self.points))),
+            "candidates": self.candidates,
+            "runs": self.runs,
+            "run_budget": self.run_budget,
+            "reuse": self.reuse,
+            "timing_s": self.timing_s,
+            "warnings": list(self.warnings),
+            "rewrites": self.rewrites.to_dict(),
+            "legend": list(LABEL_LEGEND),
+        }
+
+
 def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice: Choice,
-            constraint: Constraint, n: int, reused: dict | None) -> dict[str, Any]:
+            constraint: Constraint, n: int, reused: dict | None) -> SearchReport:
     ev = study.evaluator
-    on_front = frontier_ids(points)
-    return {
-        "model": study.session.model.source,
-        "metric": ev.metric.kind.value,
-        "float_value": ev.float_value(),
-        "data": {"source": ev.data.source, "samples": len(ev.data)},
-        "constraint": {"kind": constraint.kind, "limit": constraint.limit,
-                       "description": choice.description, "met": choice.met},
-        "chosen": choice.chosen.to_dict() if choice.chosen else None,
-        "best": choice.best.to_dict(),
-        "endpoints": {"all_int8": int8.to_dict(), "all_int16x8": int16.to_dict()},
-        "verdict": verdict(points, int8, int16, ev.metric),
-        "frontier": {axis: [p.label for p in frontier(points, axis)]
-                     for axis in ("bytes", "latency_ms")},
-        "points": point_rows(points, on_front),
-        "candidates": n,
-        "runs": ev.runs,
-        "run_budget": 3 * n + 2 + (1 if reused else 0),
-        "reuse": reused,
-        "timing_s": {"load": round(study.load_s, 3),
-                     "calibrate": round(study.session.calibration_s, 3),
-                     "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
-                     "runs": round(ev.run_seconds, 3),
-                     "total": round(time.perf_counter() - study.started, 3)},
-        "warnings": study.warnings,
-        "rewrites": study.rewritten.to_dict(),
-        "legend": list(LABEL_LEGEND),
-    }
+    timing = {"load": round(study.load_s, 3), "calibrate": round(study.session.calibration_s, 3),
+              "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
+              "runs": round(ev.run_seconds, 3),
+              "total": round(time.perf_counter() - study.started, 3)}
+    return SearchReport(study.session.model.source, ev.metric, ev.float_value(), ev.data.source,
+                        len(ev.data), constraint, choice, int8, int16,
+                        verdict(points, int8, int16, ev.metric), tuple(points), n, ev.runs,
+                        3 * n + 2 + (1 if reused else 0), reused, timing,
+                        tuple(study.warnings), study.rewritten)
 
 
 def write_search(out: Path, result: SearchResult) -> None:
@@ -271,54 +304,53 @@ def write_search(out: Path, result: SearchResult) -> None:
     met plan.json + model.tflite at the chosen point — all or nothing."""
     report = result.report
     with atomic_output_dir(out, "search") as tmp:
-        (tmp / "pareto.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "pareto.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         (tmp / "pareto.csv").write_text(points_csv(result.points, frontier_ids(result.points)))
         marks = {p.label: p for p in result.points if p.label in ("all-int8", "all-int16x8")}
-        metric, float_value = Metric(report["metric"]), report["float_value"]
+        metric = report.metric
         plot(tmp / "pareto.png", result.points, marks, result.choice.chosen, metric.axis_label,
-             None if float_value is None else metric.to_score(float_value),
+             None if report.float_value is None else metric.to_score(report.float_value),
              _title(report))
         if result.sensitivity is not None:
             (tmp / "sensitivity.json").write_text(json.dumps(result.sensitivity, indent=2) + "\n")
         if result.plan is not None:
             (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
             (tmp / "model.tflite").write_bytes(result.tflite)
-            write_contract(tmp, report["rewrites"]["preprocessing"])
+            write_contract(tmp, [c.to_dict() for c in report.rewrites.contracts])
 
 
-def _title(report: dict[str, Any]) -> str:
-    rewrites = sorted({a["rewrite"] for a in report["rewrites"]["applied"]})
-    return (f"edgeq search: {Path(report['model']).name}, {report['metric']} on "
-            f"{report['data']['samples']} samples; rewrites: {', '.join(rewrites) or 'none'}")
+def _title(report: SearchReport) -> str:
+    rewrites = ", ".join(report.rewrites.names) or "none"
+    return (f"edgeq search: {Path(report.model).name}, {report.metric.column} on "
+            f"{report.samples} samples; rewrites: {rewrites}")
 
 
 def search_summary(result: SearchResult) -> str:
     """The frontier as a table, the choice, the verdict and a legend for the labels."""
     r = result.report
-    metric = Metric(r["metric"])
-    lines = [f"edgeq search: {r['model']} ({metric.column} on {r['data']['samples']} samples"
-             + (f", float {metric.format(r['float_value'])}" if r["float_value"] is not None else "")
+    metric = r.metric
+    lines = [f"edgeq search: {r.model} ({metric.column} on {r.samples} samples"
+             + (f", float {metric.format(r.float_value)}" if r.float_value is not None else "")
              + ")",
-             f"{r['runs']} quantise+evaluate runs for {r['candidates']} candidates "
-             f"(budget {r['run_budget']}), {r['timing_s']['total']:.1f} s; latency: LiteRT 1 "
+             f"{r.runs} quantise+evaluate runs for {r.candidates} candidates "
+             f"(budget {r.run_budget}), {r.timing_s.get('total', 0.0):.1f} s; latency: LiteRT 1 "
              "thread, median of 5 blocks +- half their spread", "",
              f"{'point (frontier by size)':<48} {metric.column:>10} {'SQNR':>9} {'bytes':>8} "
              f"{'ms':>16} {'int16':>5}"]
-    front = set(r["frontier"]["bytes"])
-    for p in sorted((p for p in r["points"] if p["label"] in front), key=lambda p: p["bytes"]):
-        lo, hi = p["latency_spread_ms"]
-        lines.append(f"{p['label'][:48]:<48} {metric.format(p['value']):>10} "
-                     f"{p['sqnr_db']:>6.2f} dB {p['bytes']:>8,} "
-                     f"{p['latency_ms']:>8.4f}+-{(hi - lo) / 2:.4f} {p['int16_ops']:>5}")
+    for p in sorted(frontier(list(r.points), "bytes"), key=lambda p: p.size_bytes):
+        lo, hi = p.latency_spread_ms
+        lines.append(f"{p.label[:48]:<48} {metric.format(p.value):>10} "
+                     f"{p.sqnr_db:>6.2f} dB {p.size_bytes:>8,} "
+                     f"{p.latency_ms:>8.4f}+-{(hi - lo) / 2:.4f} {p.int16_ops:>5}")
     lines.append("")
-    c = r["constraint"]
-    if c["met"]:
-        lines.append(f"chosen: {r['chosen']['label']} ({c['description']})")
+    c = r.choice
+    if c.chosen is not None:
+        lines.append(f"chosen: {c.chosen.label} ({c.description})")
     else:
-        b = r["best"]
-        lines.append(f"no point meets {c['description']}; best found: {b['label']} "
-                     f"({metric.format(b['value'])}, {b['bytes']:,} bytes, {b['latency_ms']:.4f} ms)")
-    lines.append(f"verdict: {r['verdict']['text']}")
+        b = c.best
+        lines.append(f"no point meets {c.description}; best found: {b.label} "
+                     f"({metric.format(b.value)}, {b.size_bytes:,} bytes, {b.latency_ms:.4f} ms)")
+    lines.append(f"verdict: {r.verdict.text}")
     lines += [f"warning: {w}" for w in result.warnings]
-    lines += ["", "labels:"] + [f"  {line}" for line in r["legend"]]
+    lines += ["", "labels:"] + [f"  {line}" for line in LABEL_LEGEND]
     return "\n".join(lines)
