@@ -19,8 +19,9 @@ import numpy as np
 from device_agent.runtimes import default_tflm_arena
 from edgeq.errors import InputError
 from edgeq.fsutil import atomic_output_dir, check_output_dir
+from edgeq.model.inputs import load_inputs, write_contract
 from edgeq.model.load import FloatModel
-from edgeq.model.rewrite import Rewritten, load_inputs, write_contract
+from edgeq.model.rewrite import Rewritten
 from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.opspec import select_ops
 from edgeq.quant.plan import Plan, plan_indices
@@ -255,6 +256,6 @@ def write_outputs(out: Path, result: ConvertResult) -> None:
         (tmp / "model.tflite").write_bytes(result.tflite)
         (tmp / "report.json").write_text(json.dumps(result.report.to_dict(), indent=2) + "\n")
         (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
-        write_contract(tmp, [c.to_dict() for c in result.report.rewrites.contracts])
+        write_contract(tmp, result.report.rewrites.contracts)
 
 

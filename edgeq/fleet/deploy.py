@@ -21,8 +21,8 @@ from edgeq.capture import captured_output
 from edgeq.errors import DeviceUnreachable, InputError
 from edgeq.fleet.session import HostSession, new_command_id
 from edgeq.model.graph import not_integer_note
+from edgeq.model.inputs import read_contracts
 from edgeq.model.load import read_quantized_tflite
-from edgeq.model.rewrite import read_contracts
 from edgeq.progress import ByteProgress
 from edgeq.study.evaluate import quantized_reference
 

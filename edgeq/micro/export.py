@@ -28,8 +28,8 @@ from edgeq.micro.templates import render_target
 from edgeq.micro.verify import object_bytes, verify_objects
 from edgeq.model.flatbuffer import external_buffers, inline_buffers
 from edgeq.model.graph import not_integer_note
+from edgeq.model.inputs import read_contracts
 from edgeq.model.load import read_quantized_tflite
-from edgeq.model.rewrite import read_contracts
 from edgeq.study.compare import compare_runtimes, stack_samples, tolerance_lsb
 from edgeq.study.evaluate import quantized_reference
 

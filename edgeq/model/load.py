@@ -30,6 +30,11 @@ class FloatModel:
 def load_model(path: str | Path) -> FloatModel:
     """Load MODEL (a .keras/.h5 file, a SavedModel dir or a float .tflite) as a float .tflite.
 
+    Side effect for library callers: loading a .keras/.h5 file resets Keras' global session
+    (`keras.backend.clear_session()`), so op names, which plans are keyed by, do not depend on
+    what was loaded before. Models the caller already holds keep working; their future layer
+    names restart from fresh counters. .tflite and SavedModel loads touch no global state.
+
     Raises:
         InputError: the path is missing or is not a model of a known kind.
         ModelError: the model has dynamic dimensions other than batch, or fails to convert.

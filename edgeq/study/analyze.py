@@ -20,7 +20,8 @@ from typing import Any
 from edgeq.fsutil import atomic_output_dir
 from edgeq.model.data import Dataset
 from edgeq.model.graph import OpInfo, input_tensor_names
-from edgeq.model.rewrite import Rewritten, load_inputs, rewrite
+from edgeq.model.inputs import load_inputs
+from edgeq.model.rewrite import Rewritten, rewrite
 from edgeq.progress import RunProgress, progress
 from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.quantize import Precision

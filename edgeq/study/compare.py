@@ -435,8 +435,8 @@ class CompareConfig:
 def compare_model(cfg: CompareConfig) -> Comparison:
     """Load the model and data of `cfg`, then `compare_runtimes` on the first `samples`."""
     from device_agent.preprocessing import Contract
+    from edgeq.model.inputs import read_contracts
     from edgeq.model.load import load_model, read_quantized_tflite
-    from edgeq.model.rewrite import read_contracts
     from edgeq.study.evaluate import quantized_reference, run_model
 
     tflite = read_quantized_tflite(cfg.model)

@@ -18,7 +18,8 @@ from typing import Any
 
 from edgeq.errors import InputError, PlanError
 from edgeq.fsutil import atomic_output_dir
-from edgeq.model.rewrite import Rewritten, write_contract
+from edgeq.model.inputs import write_contract
+from edgeq.model.rewrite import Rewritten
 from edgeq.progress import RunProgress, progress
 from edgeq.quant.plan import Plan, check_plan
 from edgeq.quant.quantize import Precision
@@ -316,7 +317,7 @@ def write_search(out: Path, result: SearchResult) -> None:
         if result.plan is not None:
             (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
             (tmp / "model.tflite").write_bytes(result.tflite)
-            write_contract(tmp, [c.to_dict() for c in report.rewrites.contracts])
+            write_contract(tmp, report.rewrites.contracts)
 
 
 def _title(report: SearchReport) -> str:
