@@ -174,9 +174,11 @@ class Receiver:
         self._activated(t.cmd_id, f"activated {bundle.name}")
 
     def _activated(self, cmd_id: str, message: str) -> None:
+        # The retained status first: whoever sees `activated` then reads the new model (and
+        # the kept previous one) in the status, never the one from before the switch.
+        self.agent.set_busy(None)
         self.agent.event(cmd_id, "info", "activated", message,
                          model=model_info(self.store.active()), runtime=self.agent.runtime_name)
-        self.agent.set_busy(None)
 
     def _check_received(self, t: Transfer, staging: Path) -> Bundle:
         sha = sha256_file(t.path)

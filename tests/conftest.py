@@ -208,3 +208,12 @@ def gelu_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                    show_progress=False))
     assert not result.report.to_dict()["tflm"]["runs"], "fixture needs a model TFLM cannot run"
     return root / "out" / "model.tflite"
+
+
+@pytest.fixture(scope="session")
+def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A tiny BERT-shaped float .tflite as onnx2tf writes one (see bert_fixture.py), with
+    calibration and eval token ids."""
+    from bert_fixture import build_bert
+
+    return build_bert(tmp_path_factory.mktemp("bert"))

@@ -142,10 +142,12 @@ def test_multi_input_keeps_int_ids_int32(multi_input_model) -> None:
     result = convert(ConvertConfig(model, None, calib, show_progress=False))
     dtypes = {s["name"]: s["dtype"] for s in result.report.to_dict()["io"]["inputs"]}
     assert dtypes == {"ids": "int32", "feats": "int8"}
-    # Keras' Embedding lowers to LESS/ADD/SELECT (negative-index wrap); TFLM has no SELECT,
-    # and the report names it instead of pretending the model runs there.
-    tflm = result.report.to_dict()["tflm"]
-    assert not tflm["runs"] and "SELECT" in tflm["error"]
+    # Keras' Embedding lowers to LESS/ADD/SELECT (negative-index wrap); TFLM has no SELECT. The
+    # index-fixup rewrite removes it (ids are non-negative, proved on the data): TFLM runs it.
+    assert "index-fixup" in result.report.rewrites.names
+    assert result.report.tflm.runs, result.report.tflm.error
+    plain = convert(ConvertConfig(model, None, calib, rewrites=(), show_progress=False))
+    assert not plain.report.tflm.runs and "SELECT" in (plain.report.tflm.error or "")
 
 
 @pytest.mark.parametrize("fixture", ["saved_model_dir", "float_tflite_dynamic_batch"])

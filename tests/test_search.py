@@ -164,7 +164,7 @@ def test_summary_has_one_unit_a_legend_and_latency_spread(tmp_path, capsys) -> N
     code, out, _ = run_cli(["search", str(model), "--calib", str(calib), "--eval", str(evalf),
                             "-o", str(tmp_path / "o")], capsys)
     assert code == 0
-    assert "float 97.78%" in out and "within 0.5 points of all-int16x8 (>= " in out
+    assert "float 97.78%" in out and "within 0.5 points of the best plan (" in out
     assert "labels:" in out and "+NAME: all-int8 with NAME" in out and "+-" in out
     report = json.loads((tmp_path / "o" / "pareto.json").read_text())
     assert report["legend"] and all(len(p["latency_spread_ms"]) == 2 for p in report["points"])

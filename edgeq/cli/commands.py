@@ -90,7 +90,7 @@ def _study_options(fn):
                      help="Judge plans by accuracy/RMSE (needs y), output SQNR vs float, or "
                           "mean per-sample cosine to float (embeddings)."),
         click.option("--calibration", default="minmax", show_default=True,
-                     help="minmax or percentile:P."),
+                     help="minmax, mse (least int8 error per tensor) or percentile:P."),
         click.option("--no-groups", is_flag=True,
                      help="Only single ops as candidates (no layer/block groups)."),
         click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",

@@ -34,13 +34,22 @@ def convert_summary(report: ConvertReport) -> str:
     lines += _tflm_lines(tflm) if tflm.runs else [f"TFLite Micro  FAILS: {tflm.error}"]
     for o in report.float_ops:
         lines.append(f"float op      {o.op.op} (node {o.op.index}): {o.reason}")
-    lines += [f"rewrite       {a['rewrite']}: {a['why']}" for a in report.rewrites.applied]
+    lines += rewrite_lines(report.rewrites.applied)
     shown = report.warnings[:8]
     lines += [f"warning       {w}" for w in shown]
     if len(report.warnings) > len(shown):
         lines.append(f"warning       ... {len(report.warnings) - len(shown)} more in report.json")
     lines += [f"strict        {p}" for p in report.problems]
     return "\n".join(lines)
+
+
+def rewrite_lines(applied: list[dict[str, Any]]) -> list[str]:
+    """One line per rewrite kind: how many places, and why (the first place's reason)."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for a in applied:
+        by_kind.setdefault(a["rewrite"], []).append(a)
+    return [f"rewrite       {kind}" + (f" x{len(done)}" if len(done) > 1 else "") + f": {done[0]['why']}"
+            for kind, done in by_kind.items()]
 
 
 def _tflm_lines(tflm: TflmCheck) -> list[str]:

@@ -63,7 +63,8 @@ class GraphEditor:
     def binary_op(self, name: str, inputs: list[int], output: int) -> Any:
         op = self.schema.OperatorT()
         op.opcodeIndex, op.inputs, op.outputs = self.opcode(name), inputs, [output]
-        options = {"MUL": ("MulOptions", "MulOptionsT"), "SUB": ("SubOptions", "SubOptionsT")}[name]
+        options = {"MUL": ("MulOptions", "MulOptionsT"), "SUB": ("SubOptions", "SubOptionsT"),
+                   "ADD": ("AddOptions", "AddOptionsT"), "DIV": ("DivOptions", "DivOptionsT")}[name]
         op.builtinOptionsType = getattr(self.schema.BuiltinOptions, options[0])
         op.builtinOptions = getattr(self.schema, options[1])()
         return op

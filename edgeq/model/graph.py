@@ -36,6 +36,8 @@ class OpInfo:
     activation_dtype: str  # dtype of its first output
     weight_dtype: str | None  # dtype of its constant inputs, if any
     input_dtypes: tuple[str, ...]
+    inputs: tuple[str, ...] = ()  # input tensor names (graph structure: who feeds whom)
+    constant_inputs: tuple[bool, ...] = ()  # per input: a constant (weights, bias, scalar)
 
     @property
     def name(self) -> str:
@@ -93,6 +95,8 @@ def read_ops(tflite: bytes) -> list[OpInfo]:
             activation_dtype=np.dtype(tensors[outs[0]]["dtype"]).name if outs else "none",
             weight_dtype=",".join(sorted(weight_dtypes)) or None,
             input_dtypes=tuple(np.dtype(tensors[i]["dtype"]).name for i in ins),
+            inputs=tuple(tensors[i]["name"] for i in ins),
+            constant_inputs=tuple(i in constants for i in ins),
         ))
     return table
 

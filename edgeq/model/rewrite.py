@@ -3,6 +3,8 @@ the rewrite changes nothing on float outputs.
 
 - `neg`: NEG (no int8/int16 rule in litert-quantizer; LayerNorm's mean negation) -> MUL by -1.
 - `squared-difference`: SQUARED_DIFFERENCE (no int16 rule; LayerNorm's variance) -> SUB, MUL.
+- `matmul-fc`, `index-fixup`, `rsqrt`, `mask-magnitude`, `outlier-split`: the graphs
+  transformers arrive as, and their outlier channels (see edgeq.model.transformer).
 - `preprocessing`: elementwise ops with constants right after a graph input (a Keras
   Normalization layer over raw, wide-range features) move out of the model into a
   preprocessing contract (constants + formula) that travels with the model: the quantised model
@@ -12,6 +14,7 @@ the rewrite changes nothing on float outputs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +26,24 @@ from edgeq.capture import captured_output
 from edgeq.errors import InputError, ModelError
 from edgeq.model.data import Dataset
 from edgeq.model.editor import GraphEditor
-from edgeq.model.flatbuffer import pack_tree, read_tree
+from edgeq.model.flatbuffer import explain_node, pack_tree, read_tree
 from edgeq.model.load import FloatModel
+from edgeq.model.transformer import (
+    fuse_rsqrt,
+    matmul_to_fully_connected,
+    remove_index_fixups,
+    shrink_masks,
+    split_outliers,
+)
 
 log = logging.getLogger("edgeq")
-REWRITES = ("neg", "squared-difference", "preprocessing")
-# Exact in float and leave the model's inputs as they are: on unless --no-rewrite. `preprocessing`
-# changes what the model takes (a contract travels with it), so it is only done when asked.
-DEFAULT_REWRITES = ("neg", "squared-difference")
+REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt", "mask-magnitude",
+            "outlier-split", "preprocessing")
+# Equal in float (proved on the calibration data) and leave the model's inputs as they are: on
+# unless --no-rewrite. `preprocessing` changes what the model takes (a contract travels with
+# it), so it is only done when asked.
+DEFAULT_REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt",
+                    "mask-magnitude", "outlier-split")
 # A rewrite is accepted when float outputs differ by at most this much (relative to their range).
 EQUALITY_TOLERANCE = 1e-5
 PROOF_SAMPLES = 64
@@ -101,12 +114,18 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
     graph = GraphEditor(tree, schema)
     applied: list[dict[str, Any]] = []
     contracts: list[Contract] = []
+    proof = proof_data.head(PROOF_SAMPLES)
+    if "mask-magnitude" in names:  # first: its trials compare with the untouched model
+        before = _run_float(model.tflite, proof)
+        shrink_masks(graph, applied, lambda tflite: _max_diff(before, _run_float(tflite, proof))[1])
+    for name, step in _GRAPH_REWRITES:
+        if name in names:
+            step(graph, applied)
+    if "outlier-split" in names:  # after matmul-fc: it works on FULLY_CONNECTED
+        split_outliers(graph, applied,
+                       lambda tensors: channel_peaks(pack_tree(graph.tree), tensors, proof))
     if "preprocessing" in names:
         contracts = extract_preprocessing(graph, model, applied)
-    if "neg" in names:
-        replace_neg(graph, applied)
-    if "squared-difference" in names:
-        replace_squared_difference(graph, applied)
     graph.prune()
     if not applied:
         asked = quiet or set(names) <= set(DEFAULT_REWRITES)
@@ -115,7 +134,7 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
         return Rewritten(model)
     result = Rewritten(FloatModel(pack_tree(tree), model.source, model.kind, model.inputs,
                                   model.outputs), applied, contracts)
-    result.max_abs_diff = _prove_equal(model.tflite, result, proof_data.head(PROOF_SAMPLES))
+    result.max_abs_diff = _prove_equal(model.tflite, result, proof)
     for a in applied if not quiet else ():
         log.info("rewrite %s: %s", a["rewrite"], a["why"])
     return result
@@ -123,16 +142,44 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
 
 def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
     before = _run_float(original, data)
-    after = _run_float(rewritten.model.tflite, rewritten.dataset_for(data))
-    worst = 0.0
+    names = ", ".join(sorted({a["rewrite"] for a in rewritten.applied}))
+    try:
+        after = _run_float(rewritten.model.tflite, rewritten.dataset_for(data))
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"rewrites ({names}) make the float model fail on the calibration "
+                         f"data: {explain_node(rewritten.model.tflite, str(e))}; run with "
+                         "--no-rewrite, or --rewrite naming only those you want") from e
+    worst, equal = _max_diff(before, after)
+    if not equal:
+        raise ModelError(f"rewrites ({names}) changed the float outputs on the calibration data "
+                         f"(max |diff| {worst:.3g}); run with --no-rewrite, or --rewrite naming "
+                         "only those you want")
+    return worst
+
+
+def _max_diff(before: list[np.ndarray], after: list[np.ndarray]) -> tuple[float, bool]:
+    """Largest |difference| over all outputs, and whether each is within EQUALITY_TOLERANCE of
+    its output's range."""
+    worst, equal = 0.0, True
     for a, b in zip(before, after):
         diff = float(np.max(np.abs(a - b))) if a.size else 0.0
         scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1.0)
         worst = max(worst, diff)
-        if diff > EQUALITY_TOLERANCE * scale:
-            raise ModelError(f"rewrite changed the float outputs (max |diff| {diff:.3g}); "
-                             "not applied — run without --rewrite")
-    return worst
+        equal = equal and diff <= EQUALITY_TOLERANCE * scale
+    return worst, equal
+
+
+def channel_peaks(tflite: bytes, tensors: list[int], data: Dataset) -> dict[int, np.ndarray]:
+    """Per last-axis channel, the max |value| each tensor takes over `data` (float model)."""
+    peaks: dict[int, np.ndarray] = {}
+    with captured_output("LiteRT"), LiteRTRuntime(tflite, preserve_all_tensors=True) as rt:
+        for k in range(len(data)):
+            rt.infer(data.sample(k))
+            for t in tensors:
+                value = np.abs(rt.interpreter.get_tensor(t))
+                channel_max = value.reshape(-1, value.shape[-1]).max(axis=0)
+                peaks[t] = np.maximum(peaks.get(t, channel_max), channel_max)
+    return peaks
 
 
 def _run_float(tflite: bytes, data: Dataset) -> list[np.ndarray]:
@@ -231,3 +278,9 @@ def _affine_step(g: GraphEditor, consumers: list[Any], tensor: int) -> tuple[str
     if value is None or list(out_shape) != list(g.sg.tensors[tensor].shape):
         return None
     return kind, value.copy()
+
+
+_GRAPH_REWRITES: tuple[tuple[str, Callable[[GraphEditor, list[dict[str, Any]]], None]], ...] = (
+    ("neg", replace_neg), ("squared-difference", replace_squared_difference),
+    ("matmul-fc", matmul_to_fully_connected), ("index-fixup", remove_index_fixups),
+    ("rsqrt", fuse_rsqrt))

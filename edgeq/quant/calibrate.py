@@ -29,9 +29,13 @@ MIN_ABS_BOUND = 1e-4
 PERCENTILE_CAP = 100_000  # values kept per tensor for percentile calibration
 
 
+MSE_CLIPS = tuple(np.round(np.arange(1.0, 0.19, -0.05), 2))  # fractions of the range tried
+
+
 @dataclass(frozen=True)
 class CalibrationMethod:
-    """`minmax` (absolute range) or `percentile:P` (P-th / (100-P)-th percentile)."""
+    """`minmax` (absolute range), `percentile:P` (P-th / (100-P)-th percentile) or `mse` (per
+    tensor, the clipped range with the least int8 quantisation error on the calibration data)."""
 
     kind: str = "minmax"
     percentile: float = 100.0
@@ -40,6 +44,8 @@ class CalibrationMethod:
     def parse(cls, text: str) -> CalibrationMethod:
         if text == "minmax":
             return cls()
+        if text == "mse":
+            return cls("mse")
         if text.startswith("percentile:"):
             try:
                 p = float(text.split(":", 1)[1])
@@ -47,11 +53,16 @@ class CalibrationMethod:
                 p = -1.0
             if 50.0 < p <= 100.0:
                 return cls("percentile", p)
-        raise InputError(f"unknown calibration '{text}'; expected 'minmax' or 'percentile:P' "
-                         "with 50 < P <= 100 (e.g. percentile:99.99)")
+        raise InputError(f"unknown calibration '{text}'; expected 'minmax', 'mse' or "
+                         "'percentile:P' with 50 < P <= 100 (e.g. percentile:99.99)")
 
     def __str__(self) -> str:
-        return "minmax" if self.kind == "minmax" else f"percentile:{self.percentile:g}"
+        return f"percentile:{self.percentile:g}" if self.kind == "percentile" else self.kind
+
+    @property
+    def keeps_values(self) -> bool:
+        """Whether ranges need the values, not only their min and max."""
+        return self.kind in ("percentile", "mse")
 
 
 MINMAX = CalibrationMethod()
@@ -112,7 +123,7 @@ class _RangeCollector:
         self.ndim[name] = value.ndim
         self.lo[name] = min(self.lo.get(name, np.inf), float(flat.min()))
         self.hi[name] = max(self.hi.get(name, -np.inf), float(flat.max()))
-        if self.method.kind == "percentile":
+        if self.method.keeps_values:
             kept = self.values.setdefault(name, [])
             if sum(len(v) for v in kept) < PERCENTILE_CAP:
                 kept.append(flat)
@@ -125,6 +136,8 @@ class _RangeCollector:
                 allv = np.concatenate(self.values[name])
                 lo, hi = (float(np.percentile(allv, 100.0 - self.method.percentile)),
                           float(np.percentile(allv, self.method.percentile)))
+            elif self.method.kind == "mse" and name in self.values:
+                lo, hi = least_error_range(np.concatenate(self.values[name]), lo, hi)
             if max(abs(lo), abs(hi)) < MIN_ABS_BOUND:
                 self.widened[name] = (lo, hi)
                 lo, hi = _widen(lo, hi)
@@ -141,6 +154,24 @@ class _RangeCollector:
                   "(e.g. a float32-min mask); they are left out of its range"
                   for name, n in self.dropped.items()]
         return lines
+
+
+def least_error_range(values: np.ndarray, lo: float, hi: float,
+                      levels: int = 256) -> tuple[float, float]:
+    """The range [lo, hi] * c (c in MSE_CLIPS) whose `levels`-step affine quantisation of
+    `values` (clipped to it) has the least mean squared error: tails clipped only where the
+    finer step for everything else pays for them."""
+    best, best_err = (lo, hi), np.inf
+    for clip in MSE_CLIPS:
+        a, b = lo * clip, hi * clip
+        step = (b - a) / (levels - 1)
+        if step <= 0:
+            return lo, hi
+        q = np.round((np.clip(values, a, b) - a) / step) * step + a
+        err = float(np.mean((q - values) ** 2))
+        if err < best_err:
+            best, best_err = (float(a), float(b)), err
+    return best
 
 
 def _widen(lo: float, hi: float) -> tuple[float, float]:

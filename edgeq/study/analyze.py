@@ -27,11 +27,12 @@ from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.quantize import Precision
 from edgeq.quant.session import QuantSession
 from edgeq.study.measure import Evaluator, Metric, Point, tensor_sqnr
+from edgeq.study.roles import op_roles, within
 
 log = logging.getLogger("edgeq")
 RECOVERED_SHARE = 0.9  # "a small plan fixes it": this share of the int8 -> int16x8 gap ...
 SMALL_SIZE = 1.10  # ... at no more than this much int8's size
-SMALL_LATENCY = 1.25  # ... and latency
+SMALL_LATENCY = 1.5  # ... and latency (1 thread, builtin kernels)
 ATTRIBUTION_SAMPLES = 32
 
 
@@ -48,9 +49,22 @@ class Candidate:
                 "op_types": sorted({ops[i].op for i in self.ops})}
 
 
+MAX_OP_CANDIDATES = 48
+
+
 def build_candidates(ops: list[OpInfo], allowed: set[int], groups: bool = True) -> list[Candidate]:
-    """Each allowed op, plus every name scope (layer, block) holding 2+ but not all of them."""
+    """Each allowed op, every name scope (layer, block) holding 2+ but not all of them, and
+    every op role (layernorm, residual stream, softmax, ...). A model with more than
+    MAX_OP_CANDIDATES int16-capable ops (a real transformer) gets its roles only: 3 runs per
+    candidate, and one op of 150 moves nothing measurable."""
     by_index = {op.index: op for op in ops}
+    roles = [Candidate(f"role {name}", "role", members)
+             for name, members in within(op_roles(ops), allowed).items()
+             if len(members) < len(allowed) or len(allowed) > MAX_OP_CANDIDATES]
+    if groups and len(allowed) > MAX_OP_CANDIDATES:
+        log.info("%d ops can be int16: candidates are the %d op roles (%s), not single ops",
+                 len(allowed), len(roles), ", ".join(c.name[5:] for c in roles))
+        return roles
     singles = [Candidate(f"{by_index[i].op} {_short(by_index[i])}", "op", frozenset({i}))
                for i in sorted(allowed)]
     if not groups:
@@ -67,7 +81,7 @@ def build_candidates(ops: list[OpInfo], allowed: set[int], groups: bool = True) 
         if 2 <= len(members) < len(allowed) and members not in seen:
             seen.add(members)
             group_list.append(Candidate(scope, "group", members))
-    return singles + group_list
+    return singles + group_list + [r for r in roles if r.ops not in seen and len(r.ops) > 1]
 
 
 def _scope_parts(op: OpInfo) -> list[str]:
@@ -80,8 +94,20 @@ def _short(op: OpInfo) -> str:
     return "/".join(_scope_parts(op)[-3:])
 
 
+FAILED_SQNR_DB = -60.0  # a plan that does not run, for ranking only (never reported as a value)
+
+
+def _db(point: Point) -> float:
+    return FAILED_SQNR_DB if point.error else point.sqnr_db
+
+
 def upgrade_cost(base: Point, upgraded: Point) -> float:
-    """Relative size + latency increase from `base` to `upgraded` (floored: never free)."""
+    """Relative size + latency increase from `base` to `upgraded` (floored: never free). A
+    plan that does not run costs infinitely much; from a base that does not run, 1."""
+    if upgraded.error:
+        return float("inf")
+    if base.error:
+        return 1.0
     size = (upgraded.size_bytes - base.size_bytes) / base.size_bytes
     latency = upgraded.latency.ratio_to(base.latency) - 1.0  # 0 inside timing noise
     return max(size, 0.0) + max(latency, 0.0) + 1e-3
@@ -104,8 +130,8 @@ class Sensitivity:
 
     def gain(self, k: int) -> float:
         """dB gained upgrading candidate k alone + dB lost downgrading it alone."""
-        return ((self.upgraded[k].sqnr_db - self.int8.sqnr_db)
-                + (self.int16.sqnr_db - self.downgraded[k].sqnr_db))
+        return ((_db(self.upgraded[k]) - _db(self.int8))
+                + (_db(self.int16) - _db(self.downgraded[k])))
 
     def cost(self, k: int) -> float:
         """Relative cost of candidate k's upgrade from all-int8."""
@@ -144,8 +170,9 @@ def attribute_errors(session: QuantSession, data: Dataset, sens: Sensitivity) ->
     tensors = [("INPUT", -1, name) for name in input_tensor_names(session.model.tflite)]
     tensors += [(op.op, op.index, op.name) for op in session.ops]
     names = [name for _, _, name in tensors]
-    in8 = tensor_sqnr(session.model.tflite, sens.int8.tflite, data, names, ATTRIBUTION_SAMPLES)
-    in16 = tensor_sqnr(session.model.tflite, sens.int16.tflite, data, names, ATTRIBUTION_SAMPLES)
+    in8, in16 = ({} if point.error else tensor_sqnr(session.model.tflite, point.tflite, data, names,
+                                                    ATTRIBUTION_SAMPLES)
+                 for point in (sens.int8, sens.int16))
     rows = []
     for op_type, index, name in tensors:
         stats = session.stats.get(name)
@@ -175,6 +202,10 @@ class Verdict:
 
 def verdict(points: list[Point], int8: Point, int16: Point, metric: Metric) -> Verdict:
     """The Verdict on these points (see Verdict)."""
+    if int8.error or int16.error:
+        broken = int8 if int8.error else int16
+        return Verdict("fails", f"{broken.label} does not run ({broken.error}); only the plans "
+                                "that ran are compared")
     gap = int16.score - int8.score
     tolerance = metric.default_tolerance(int16.score)
     if gap <= tolerance:
@@ -218,6 +249,12 @@ def sensitivity_report(study: Study, sens: Sensitivity,
     for k in sens.ranked():
         up, down = sens.upgraded[k], sens.downgraded[k]
         row = sens.candidates[k].to_dict(ops)
+        if up.error or down.error or sens.int8.error or sens.int16.error:
+            failed = [p for p in (up, down, sens.int8, sens.int16) if p.error]
+            row.update({"error": f"{failed[0].label}: {failed[0].error}",
+                        "gain_per_cost": round(sens.gain(k) / sens.cost(k), 3)})
+            rows.append(row)
+            continue
         row.update({
             "upgrade_gain_db": round(up.sqnr_db - sens.int8.sqnr_db, 3),
             "downgrade_loss_db": round(sens.int16.sqnr_db - down.sqnr_db, 3),
@@ -333,17 +370,21 @@ def write_analysis(out: Path, report: dict[str, Any]) -> None:
 
 def analysis_summary(report: dict[str, Any], top: int = 15) -> str:
     """The most sensitive candidates as a table, the worst tensors, and the verdict."""
-    e8, e16 = report["endpoints"]["all_int8"], report["endpoints"]["all_int16x8"]
     lines = [f"edgeq analyze: {report['model']} ({report['metric']} on {report['data']['samples']} "
-             "samples)",
-             f"all-int8     SQNR {e8['sqnr_db']:6.2f} dB  {report['metric']} {e8['value']:.4f}  "
-             f"{e8['bytes']:,} bytes  {e8['latency_ms']:.4f} ms",
-             f"all-int16x8  SQNR {e16['sqnr_db']:6.2f} dB  {report['metric']} {e16['value']:.4f}  "
-             f"{e16['bytes']:,} bytes  {e16['latency_ms']:.4f} ms", ""]
+             "samples)"]
+    for label, key in (("all-int8", "all_int8"), ("all-int16x8", "all_int16x8")):
+        e = report["endpoints"][key]
+        lines.append(f"{label:<12} does not run: {e['error']}" if "error" in e else
+                     f"{label:<12} SQNR {e['sqnr_db']:6.2f} dB  {report['metric']} {e['value']:.4f}  "
+                     f"{e['bytes']:,} bytes  {e['latency_ms']:.4f} ms")
+    lines.append("")
     width = max([len(r["name"]) for r in report["candidates"][:top]] + [9])
     lines.append(f"{'candidate':<{width}}  {'ops':>3}  {'up dB':>6}  {'down dB':>7}  "
                  f"{'+bytes':>6}  {'+ms':>7}  {'requant':>7}")
     for r in report["candidates"][:top]:
+        if "error" in r:
+            lines.append(f"{r['name']:<{width}}  {len(r['ops']):>3}  does not run: {r['error'][:80]}")
+            continue
         c = r["cost"]
         lines.append(f"{r['name']:<{width}}  {len(r['ops']):>3}  {r['upgrade_gain_db']:>6.2f}  "
                      f"{r['downgrade_loss_db']:>7.2f}  {c['bytes']:>6}  {c['latency_ms']:>7.4f}  "

@@ -18,7 +18,7 @@ import numpy as np
 from device_agent.metrics import finite_db, sqnr_db
 from device_agent.runtimes import LiteRTRuntime, dequantize, quantize, spec_from_details
 from edgeq.capture import captured_output
-from edgeq.errors import InputError
+from edgeq.errors import InputError, ModelError
 from edgeq.model.data import Dataset
 from edgeq.model.graph import OpInfo, read_ops, requantize_ops
 from edgeq.progress import RunProgress
@@ -120,9 +120,9 @@ class Metric:
 
     def default_tolerance(self, reference_score: float) -> float:
         """Default allowed drop from the reference: 0.5 accuracy points, 1 dB, 1% of RMSE, or
-        0.002 of cosine."""
+        0.01 of cosine."""
         return {MetricKind.ACCURACY: 0.5, MetricKind.RMSE: 0.01 * abs(reference_score),
-                MetricKind.SQNR_DB: 1.0, MetricKind.COSINE: 0.002}[self.kind]
+                MetricKind.SQNR_DB: 1.0, MetricKind.COSINE: 0.01}[self.kind]
 
 
 @dataclass
@@ -142,6 +142,13 @@ class Point:
     activation_bytes: int  # bytes of all op outputs: what the TFLM arena must hold, before reuse
     tflite: bytes = field(repr=False, default=b"")  # kept only for the endpoints
     latency_spread_ms: tuple[float, float] = (0.0, 0.0)  # lowest and highest block median
+    error: str = ""  # the plan's model failed to run (one line naming the op); score -inf
+
+    @classmethod
+    def failed(cls, label: str, int16: frozenset[int], default: Precision, error: str) -> Point:
+        """A plan whose quantised model does not run: on no frontier, chosen never."""
+        return cls(label, int16, default, float("-inf"), float("nan"), float("-inf"), 0,
+                   float("inf"), 0, 0, 0, error=error)
 
     def cost(self, axis: str) -> float:
         """The point's cost on a COST_AXES axis: "bytes" or "latency_ms"."""
@@ -153,6 +160,9 @@ class Point:
         return Latency(self.latency_ms, low or self.latency_ms, high or self.latency_ms)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.error:
+            return {"label": self.label, "default": Precision(self.default).value,
+                    "int16_requested": len(self.int16), "error": self.error}
         return {"label": self.label, "default": Precision(self.default).value,
                 "int16_requested": len(self.int16),
                 "int16_ops": self.int16_ops, "score": self.score, "value": self.value,
@@ -210,7 +220,11 @@ class Evaluator:
         """Quantise with `int16` (see QuantSession.quantize) and measure the result."""
         start = time.perf_counter()
         quantized = self.session.quantize(set(int16), default)
-        outputs = run_model(quantized.tflite, self.data)
+        try:
+            outputs = run_model(quantized.tflite, self.data, label="quantised model")
+        except ModelError as e:
+            log.warning("plan '%s' does not run: %s", label, e)
+            return self._counted(Point.failed(label, frozenset(int16), default, str(e)), start)
         metrics = compare(self.reference, outputs, self.names, self.data.y)
         ops = read_ops(quantized.tflite)
         latency = measure_latency(quantized.tflite, outputs.raw_inputs[0], self.latency_runs)
@@ -223,12 +237,15 @@ class Evaluator:
             requantize_ops=requantize_ops(ops),
             activation_bytes=_activation_bytes(ops),
             tflite=quantized.tflite if keep_model else b"", latency_spread_ms=latency.spread)
+        log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs + 1, label,
+                  self.metric.column, point.value, point.size_bytes, point.latency_ms)
+        return self._counted(point, start)
+
+    def _counted(self, point: Point, start: float) -> Point:
         self.runs += 1
         self.run_seconds += time.perf_counter() - start
         if self.progress is not None:
-            self.progress.advance(label)
-        log.debug("run %d %s: %s %.3f, %d bytes, %.4f ms", self.runs, label, self.metric.column,
-                  point.value, point.size_bytes, point.latency_ms)
+            self.progress.advance(point.label)
         return point
 
 

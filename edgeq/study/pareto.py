@@ -20,8 +20,9 @@ def dominates(a: Point, b: Point, cost: str) -> bool:
 
 
 def frontier(points: Sequence[Point], cost: str) -> list[Point]:
-    """The non-dominated points, cheapest first."""
-    front = [p for p in points if not any(dominates(q, p, cost) for q in points if q is not p)]
+    """The non-dominated points that ran, cheapest first."""
+    ran = [p for p in points if not p.error]
+    front = [p for p in ran if not any(dominates(q, p, cost) for q in ran if q is not p)]
     unique: dict[tuple[float, float], Point] = {}
     for p in front:  # equal points: keep the first measured
         unique.setdefault((p.score, p.cost(cost)), p)
@@ -32,12 +33,13 @@ def points_csv(points: Sequence[Point], on_front: dict[str, set[int]]) -> str:
     """One row per point; `on_frontier_<axis>` columns say where it is non-dominated."""
     buf = io.StringIO()
     fields = ["label", "default", "int16_requested", "int16_ops", "score", "value", "sqnr_db",
-              "bytes", "latency_ms", "requantize_ops", "activation_bytes"]
+              "bytes", "latency_ms", "requantize_ops", "activation_bytes", "error"]
     writer = csv.writer(buf)
     writer.writerow(fields + [f"on_frontier_{axis}" for axis in COST_AXES])
     for p in points:
         d = p.to_dict()
-        writer.writerow([d[f] for f in fields] + [id(p) in on_front[axis] for axis in COST_AXES])
+        writer.writerow([d.get(f, "") for f in fields]
+                        + [id(p) in on_front[axis] for axis in COST_AXES])
     return buf.getvalue()
 
 
@@ -50,6 +52,8 @@ def plot(path: Path, points: Sequence[Point], marks: dict[str, Point], chosen: P
     mode: the float model is the reference, infinitely far up) a note says so."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
+    points = [p for p in points if not p.error]
+    marks = {k: p for k, p in marks.items() if not p.error}
     fig = Figure(figsize=(12, 4.8))
     axes = fig.subplots(1, 2, sharey=True)
     styles = {"all-int8": ("s", "tab:blue"), "all-int16x8": ("^", "tab:red")}

@@ -1,0 +1,101 @@
+"""What each op does in the model, found from the graph's structure (not from names, which
+differ between exporters): the op roles the search can move to int16 as one candidate.
+
+A transformer's precision problems live in a few roles: the residual stream (the ADDs that
+carry it, with its outlier channels) and the LayerNorms that read it are cheap elementwise
+ops; the matmuls are expensive in int16 (LiteRT has only reference 16x8 kernels for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from edgeq.model.graph import OpInfo
+
+MATMUL_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
+ACTIVATION_OPS = {"GELU", "TANH", "LOGISTIC", "RELU", "RELU6", "HARD_SWISH", "LEAKY_RELU"}
+ROLE_ORDER = ("layernorm", "residual", "residual-stream", "softmax", "attention-matmul",
+              "matmul", "activation")
+
+
+class _Graph:
+    def __init__(self, ops: list[OpInfo]) -> None:
+        self.ops = ops
+        self.producer = {name: op for op in ops for name in op.outputs}
+        self.readers: dict[str, list[OpInfo]] = {}
+        for op in ops:
+            for name in op.inputs:
+                self.readers.setdefault(name, []).append(op)
+
+    def made_by(self, name: str, kind: str) -> OpInfo | None:
+        op = self.producer.get(name)
+        return op if op is not None and op.op == kind else None
+
+    def only_reader(self, op: OpInfo, kind: str) -> OpInfo | None:
+        readers = self.readers.get(op.name, [])
+        return readers[0] if len(readers) == 1 and readers[0].op == kind else None
+
+    def activations(self, op: OpInfo) -> list[str]:
+        """Inputs that are not constants."""
+        flags = op.constant_inputs or (False,) * len(op.inputs)
+        return [n for n, const in zip(op.inputs, flags) if not const]
+
+
+def layernorms(ops: list[OpInfo]) -> list[tuple[str, set[int]]]:
+    """(input tensor, op indices) of each decomposed LayerNorm: SUB(x, MEAN(x)) = d, then
+    MEAN(d*d) (+eps) -> RSQRT or 1/SQRT -> d*inv (*gamma) (+beta)."""
+    g = _Graph(ops)
+    found = []
+    for sub in (op for op in ops if op.op == "SUB" and len(op.inputs) == 2):
+        x, m = sub.inputs
+        mean = g.made_by(m, "MEAN")
+        if mean is None or mean.inputs[0] != x:
+            continue
+        members = {mean.index, sub.index}
+        for reader in g.readers.get(sub.name, []):
+            if reader.op == "MUL":
+                members |= {reader.index} | _chain(g, reader)
+        if len(members) >= 5:
+            found.append((x, members))
+    return found
+
+
+def _chain(g: _Graph, op: OpInfo) -> set[int]:
+    """Single-reader elementwise ops after `op` (the variance and scale/shift steps)."""
+    members: set[int] = set()
+    while True:
+        readers = g.readers.get(op.name, [])
+        if len(readers) != 1 or readers[0].op not in ("MEAN", "ADD", "RSQRT", "SQRT", "DIV", "MUL"):
+            return members
+        op = readers[0]
+        members.add(op.index)
+
+
+def op_roles(ops: list[OpInfo]) -> dict[str, set[int]]:
+    """Role name -> op indices, for the roles this model has (see ROLE_ORDER)."""
+    g = _Graph(ops)
+    norms = layernorms(ops)
+    roles: dict[str, set[int]] = {"layernorm": set().union(*(m for _, m in norms)) if norms else set()}
+    norm_inputs = {x for x, _ in norms}
+    residual = {op.index for op in ops if op.op == "ADD" and op.name in norm_inputs
+                and len(g.activations(op)) == 2}
+    feeding = {op.index for op in ops if op.op == "ADD" and len(g.activations(op)) == 2
+               and any(r.index in residual for r in g.readers.get(op.name, []))}
+    roles["residual"] = residual | feeding
+    roles["residual-stream"] = roles["layernorm"] | roles["residual"]
+    softmax = {op.index for op in ops if op.op == "SOFTMAX"}
+    roles["softmax"] = softmax | {g.producer[op.inputs[0]].index for op in ops
+                                  if op.index in softmax and op.inputs[0] in g.producer
+                                  and g.producer[op.inputs[0]].op == "ADD"}
+    roles["attention-matmul"] = {op.index for op in ops if op.op == "BATCH_MATMUL"
+                                 and len(g.activations(op)) == 2}
+    roles["matmul"] = {op.index for op in ops if op.op in MATMUL_OPS or
+                       (op.op == "BATCH_MATMUL" and len(g.activations(op)) < 2)}
+    roles["activation"] = {op.index for op in ops if op.op in ACTIVATION_OPS}
+    return {name: roles[name] for name in ROLE_ORDER if roles.get(name)}
+
+
+def within(roles: dict[str, set[int]], allowed: Iterable[int]) -> dict[str, frozenset[int]]:
+    """Roles restricted to the ops that can be int16; empty ones dropped."""
+    keep = set(allowed)
+    return {name: frozenset(members & keep) for name, members in roles.items() if members & keep}
