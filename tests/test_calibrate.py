@@ -91,3 +91,25 @@ def test_notes_name_values_left_out_of_a_range() -> None:
     stats = collector.result()
     assert float(stats["mask"]["min"].ravel()[0]) == 0.0
     assert "mask" in collector.notes()[0] and "left out" in collector.notes()[0]
+
+
+@pytest.mark.unit
+def test_mse_clips_a_lone_tail_and_keeps_a_spread_range() -> None:
+    from edgeq.quant.calibrate import least_error_range
+
+    rng = np.random.default_rng(0)
+    bulk = rng.normal(0.0, 1.0, 20_000)
+    tailed = np.concatenate([bulk, [60.0]])  # one value 60 sigma out: not worth 255 coarse steps
+    lo, hi = least_error_range(tailed, float(tailed.min()), float(tailed.max()))
+    assert hi < 60.0 and lo == pytest.approx(tailed.min() * hi / 60.0)
+    flat = rng.uniform(-1.0, 1.0, 20_000)  # every value matters as much: nothing to clip
+    assert least_error_range(flat, -1.0, 1.0) == (-1.0, 1.0)
+
+
+def test_mse_calibration_narrows_ranges_only_where_it_lowers_int8_error(cnn) -> None:
+    model, calib = cnn
+    minmax = calibrate(model.tflite, calib, show_progress=False)
+    mse = calibrate(model.tflite, calib, CalibrationMethod.parse("mse"), show_progress=False)
+    assert mse.keys() == minmax.keys()
+    assert all(mse[k]["max"].max() <= minmax[k]["max"].max() + 1e-6 for k in mse)
+    assert any(mse[k]["max"].max() < minmax[k]["max"].max() for k in mse)

@@ -91,6 +91,9 @@ def _study_options(fn):
                           "mean per-sample cosine to float (embeddings)."),
         click.option("--calibration", default="minmax", show_default=True,
                      help="minmax, mse (least int8 error per tensor) or percentile:P."),
+        click.option("--latency", default="builtin", show_default=True,
+                     help="How plans are timed: builtin (LiteRT builtin kernels, 1 thread; "
+                          "steady) or xnnpack[:THREADS] (LiteRT as users run it; 2 threads)."),
         click.option("--no-groups", is_flag=True,
                      help="Only single ops as candidates (no layer/block groups)."),
         click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
@@ -106,18 +109,21 @@ def _study_options(fn):
 @_study_options
 @click.option("--eval", "eval_", type=click.Path(path_type=Path),
               help="Evaluation .npz (inputs + optional y); default: the calibration data.")
-def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
-            rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path | None) -> None:
+def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, latency: str,
+            no_groups: bool, rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool,
+            eval_: Path | None) -> None:
     """Per-op and per-group int16 sensitivity (both ways), costs and error attribution."""
     from edgeq.fsutil import check_output_dir
     from edgeq.study.analyze import analysis_summary, write_analysis
     from edgeq.study.analyze import analyze as run_analyze
+    from edgeq.study.measure import LatencySetting
 
     check_output_dir(out)
+    LatencySetting.parse(latency)  # a typo fails now, not after calibration
     from edgeq.model.rewrite import chosen_rewrites
 
     report = run_analyze(model, calib, eval_, metric, calibration, not no_groups, not as_json,
-                         chosen_rewrites(rewrites, no_rewrite))
+                         chosen_rewrites(rewrites, no_rewrite), latency)
     write_analysis(out, report)
     click.echo(json.dumps(report, indent=2) if as_json else analysis_summary(report))
     if not as_json:
@@ -129,16 +135,16 @@ def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, 
 @click.option("--eval", "eval_", required=True, type=click.Path(path_type=Path),
               help="Evaluation .npz (inputs + optional y).")
 @click.option("--max-drop", type=float,
-              help="Allowed metric drop from all-int16x8 (accuracy points, dB, or RMSE). "
-                   "Default: 0.5 points / 1 dB / 1% of RMSE.")
+              help="Allowed metric drop from the best plan measured, in the metric's unit. "
+                   "Default: 0.5 accuracy points, 1 dB, 1% of RMSE, 0.01 cosine.")
 @click.option("--max-bytes", type=int, help="Best point no larger than this many bytes.")
 @click.option("--max-latency-ms", type=float, help="Best point no slower than this (LiteRT).")
 @click.option("--cost", type=click.Choice(["bytes", "latency"]), default="bytes",
               show_default=True, help="What 'smallest' means under --max-drop.")
 @click.option("--reuse", type=click.Path(path_type=Path),
               help="A previous plan.json: start from it and re-examine only changed ops.")
-def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, no_groups: bool,
-           rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path,
+def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, latency: str,
+           no_groups: bool, rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path,
            max_drop: float | None, max_bytes: int | None, max_latency_ms: float | None, cost: str,
            reuse: Path | None) -> None:
     """Pareto search over int16 plans; writes the plan and model at the chosen point.
@@ -146,14 +152,16 @@ def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, n
     Exit 0 when a point meets the constraint, 1 when none does (the best is named)."""
     from edgeq.fsutil import check_output_dir
     from edgeq.model.rewrite import chosen_rewrites
+    from edgeq.study.measure import LatencySetting
     from edgeq.study.search import Constraint, search_summary, write_search
     from edgeq.study.search import search as run_search
 
     check_output_dir(out)
+    LatencySetting.parse(latency)
     constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
                                          "latency_ms" if cost == "latency" else "bytes")
     result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
-                        reuse, not as_json, chosen_rewrites(rewrites, no_rewrite))
+                        reuse, not as_json, chosen_rewrites(rewrites, no_rewrite), latency)
     write_search(out, result)
     click.echo(json.dumps(result.report.to_dict(), indent=2) if as_json
                else search_summary(result))

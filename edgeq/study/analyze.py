@@ -26,7 +26,7 @@ from edgeq.progress import RunProgress, progress
 from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.quantize import Precision
 from edgeq.quant.session import QuantSession
-from edgeq.study.measure import Evaluator, Metric, Point, tensor_sqnr
+from edgeq.study.measure import Evaluator, LatencySetting, Metric, Point, tensor_sqnr
 from edgeq.study.roles import op_roles, within
 
 log = logging.getLogger("edgeq")
@@ -304,7 +304,8 @@ class Study:
 
 def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: str = "auto",
             calibration: str = "minmax", groups: bool = True, show_progress: bool = True,
-            rewrites: tuple[str, ...] | None = None, latency_runs: int = 100) -> Study:
+            rewrites: tuple[str, ...] | None = None, latency_runs: int = 100,
+            latency: str = "builtin") -> Study:
     """Load (and rewrite), calibrate once, find the int16-capable ops and the candidates."""
     started = time.perf_counter()
     loaded = load_inputs(model_path, calib_path, eval_path, rewrites)
@@ -317,17 +318,18 @@ def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: 
     candidates = build_candidates(session.ops, allowed, groups)
     log.info("%d ops, %d can be int16: %d candidates (%d groups)", len(session.ops), len(allowed),
              len(candidates), sum(1 for c in candidates if c.kind == "group"))
-    evaluator = Evaluator(session, data, chosen, latency_runs)
+    evaluator = Evaluator(session, data, chosen, latency_runs, LatencySetting.parse(latency))
     return Study(session, evaluator, allowed, candidates, warnings, started, loaded.rewritten,
                  load_s)
 
 
 def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
             metric: str = "auto", calibration: str = "minmax", groups: bool = True,
-            show_progress: bool = True, rewrites: tuple[str, ...] | None = None) -> dict[str, Any]:
+            show_progress: bool = True, rewrites: tuple[str, ...] | None = None,
+            latency: str = "builtin") -> dict[str, Any]:
     """Sensitivity of every candidate both ways, costs, error attribution and a verdict."""
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
-                    rewrites)
+                    rewrites, latency=latency)
     bar = RunProgress(2 * len(study.candidates) + 2, "analyze", show_progress)
     study.evaluator.progress = bar
     try:

@@ -125,6 +125,36 @@ class Metric:
                 MetricKind.SQNR_DB: 1.0, MetricKind.COSINE: 0.01}[self.kind]
 
 
+@dataclass(frozen=True)
+class LatencySetting:
+    """How plans are timed: LiteRT's builtin kernels on 1 thread (steady; the default), or LiteRT
+    as users run it (default settings: XNNPACK, which takes no int16 op) on N threads."""
+
+    xnnpack: bool = False
+    threads: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> LatencySetting:
+        """`builtin`, `xnnpack` (2 threads) or `xnnpack:N`."""
+        kind, _, threads = text.partition(":")
+        if kind == "builtin" and not threads:
+            return cls()
+        if kind == "xnnpack" and (not threads or (threads.isdigit() and 1 <= int(threads) <= 64)):
+            return cls(True, int(threads or 2))
+        raise InputError(f"unknown latency setting '{text}'; expected builtin, xnnpack or "
+                         "xnnpack:THREADS (1-64)")
+
+    def __str__(self) -> str:
+        return f"xnnpack:{self.threads}" if self.xnnpack else "builtin"
+
+    def describe(self) -> str:
+        return (f"LiteRT default settings (XNNPACK), {self.threads} thread(s)" if self.xnnpack
+                else "LiteRT builtin kernels, 1 thread")
+
+
+BUILTIN_LATENCY = LatencySetting()
+
+
 @dataclass
 class Point:
     """A plan and what it measured."""
@@ -197,11 +227,12 @@ class Evaluator:
     """Quantises a plan with the session's one calibration and measures it on eval data."""
 
     def __init__(self, session: QuantSession, data: Dataset, metric: Metric,
-                 latency_runs: int = 100) -> None:
+                 latency_runs: int = 100, latency: LatencySetting = BUILTIN_LATENCY) -> None:
         self.session = session
         self.data = data
         self.metric = metric
         self.latency_runs = latency_runs
+        self.latency = latency
         self.reference: Outputs = run_model(session.model.tflite, data)
         self.names = [s.name for s in session.model.outputs]
         self.float_metrics = compare(self.reference, self.reference, self.names, data.y)
@@ -227,7 +258,8 @@ class Evaluator:
             return self._counted(Point.failed(label, frozenset(int16), default, str(e)), start)
         metrics = compare(self.reference, outputs, self.names, self.data.y)
         ops = read_ops(quantized.tflite)
-        latency = measure_latency(quantized.tflite, outputs.raw_inputs[0], self.latency_runs)
+        latency = measure_latency(quantized.tflite, outputs.raw_inputs[0], self.latency_runs,
+                                  setting=self.latency)
         point = Point(
             label=label, int16=frozenset(int16), default=default,
             score=self.metric.score(metrics), value=self.metric.value(metrics),
@@ -255,12 +287,15 @@ def raw_sample(tflite: bytes, float_sample: list[np.ndarray]) -> list[np.ndarray
         return [quantize(x, s) for x, s in zip(float_sample, rt.inputs())]
 
 
+
+
 def measure_latency(tflite: bytes, raw_sample: list[np.ndarray], runs: int,
-                    blocks: int = LATENCY_BLOCKS) -> Latency:
-    """LiteRT latency of one inference (1 thread, no XNNPACK) after a warm-up, timed in
-    `blocks` blocks: a burst of load from elsewhere moves one block, not the median."""
+                    blocks: int = LATENCY_BLOCKS,
+                    setting: LatencySetting = BUILTIN_LATENCY) -> Latency:
+    """LiteRT latency of one inference (see LatencySetting) after a warm-up, timed in `blocks`
+    blocks: a burst of load from elsewhere moves one block, not the median."""
     with captured_output("LiteRT"):
-        rt = LiteRTRuntime(tflite, num_threads=1)
+        rt = LiteRTRuntime(tflite, num_threads=setting.threads, use_xnnpack=setting.xnnpack)
     with rt:
         for _ in range(min(10, runs)):
             rt.infer(raw_sample)

@@ -34,7 +34,14 @@ from edgeq.study.analyze import (
     upgrade_cost,
     verdict,
 )
-from edgeq.study.measure import Metric, Point, measure_latency, raw_sample
+from edgeq.study.measure import (
+    BUILTIN_LATENCY,
+    LatencySetting,
+    Metric,
+    Point,
+    measure_latency,
+    raw_sample,
+)
 from edgeq.study.pareto import frontier, frontier_ids, plot, point_rows, points_csv
 
 log = logging.getLogger("edgeq")
@@ -148,11 +155,12 @@ class SearchResult:
 def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Constraint = Constraint(),
            metric: str = "auto", calibration: str = "minmax", groups: bool = True,
            reuse: Path | None = None, show_progress: bool = True,
-           rewrites: tuple[str, ...] | None = None) -> SearchResult:
-    """Measure sensitivity, walk the greedy path, keep the frontier, choose a point."""
+           rewrites: tuple[str, ...] | None = None, latency: str = "builtin") -> SearchResult:
+    """Measure sensitivity, walk the greedy path, keep the frontier, choose a point. `latency`:
+    how plans are timed (builtin, xnnpack, xnnpack:THREADS; see LatencySetting)."""
     old = Plan.load(reuse) if reuse else None
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
-                    rewrites if old is None else (rewrites or ()) + old.rewrites)
+                    rewrites if old is None else (rewrites or ()) + old.rewrites, latency=latency)
     n = len(study.candidates)
     refuse_impossible(study, constraint)
     bar = RunProgress(3 * n + 2 + (1 if old else 0), "search", show_progress)
@@ -194,11 +202,13 @@ def refuse_impossible(study: Study, constraint: Constraint) -> None:
                          "can meet it")
     if constraint.kind == "max_latency_ms":
         sample = raw_sample(int8.tflite, study.evaluator.data.sample(0))
-        latency = measure_latency(int8.tflite, sample, study.evaluator.latency_runs)
+        latency = measure_latency(int8.tflite, sample, study.evaluator.latency_runs,
+                                  setting=study.evaluator.latency)
         if constraint.limit < latency.low_ms:
             raise InputError(f"--max-latency-ms {constraint.limit:g} is below the all-int8 model's "
                              f"{latency.median_ms:.4f} ms (fastest block {latency.low_ms:.4f} ms, "
-                             "LiteRT 1 thread), the fastest plan edgeq can make; no plan can meet it")
+                             f"{study.evaluator.latency.describe()}), the fastest plan edgeq can "
+                             "make; no plan can meet it")
 
 
 def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[list[Point], dict[str, Any]]:
@@ -261,6 +271,7 @@ class SearchReport:
     timing_s: dict[str, float]
     warnings: tuple[str, ...]
     rewrites: Rewritten
+    latency: LatencySetting = BUILTIN_LATENCY
 
     def frontier_labels(self, axis: str) -> list[str]:
         return [p.label for p in frontier(list(self.points), axis)]
@@ -287,6 +298,7 @@ class SearchReport:
             "timing_s": self.timing_s,
             "warnings": list(self.warnings),
             "rewrites": self.rewrites.to_dict(),
+            "latency": {"setting": str(self.latency), "description": self.latency.describe()},
             "legend": list(LABEL_LEGEND),
         }
 
@@ -302,7 +314,7 @@ def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice
                         len(ev.data), constraint, choice, int8, int16,
                         verdict(points, int8, int16, ev.metric), tuple(points), n, ev.runs,
                         3 * n + 2 + (1 if reused else 0), reused, timing,
-                        tuple(study.warnings), study.rewritten)
+                        tuple(study.warnings), study.rewritten, ev.latency)
 
 
 def write_search(out: Path, result: SearchResult) -> None:
@@ -339,8 +351,8 @@ def search_summary(result: SearchResult) -> str:
              + (f", float {metric.format(r.float_value)}" if r.float_value is not None else "")
              + ")",
              f"{r.runs} quantise+evaluate runs for {r.candidates} candidates "
-             f"(budget {r.run_budget}), {r.timing_s.get('total', 0.0):.1f} s; latency: LiteRT 1 "
-             "thread, median of 5 blocks +- half their spread", "",
+             f"(budget {r.run_budget}), {r.timing_s.get('total', 0.0):.1f} s; latency: "
+             f"{r.latency.describe()}, median of 5 blocks +- half their spread", "",
              f"{'point (frontier by size)':<48} {metric.column:>10} {'SQNR':>9} {'bytes':>8} "
              f"{'ms':>16} {'int16':>5}"]
     for p in sorted(frontier(list(r.points), "bytes"), key=lambda p: p.size_bytes):
