@@ -175,3 +175,29 @@ def test_summary_has_one_unit_a_legend_and_latency_spread(tmp_path, capsys) -> N
 def test_search_help_renders_percent(capsys) -> None:
     code, out, _ = run_cli(["search", "--help"], capsys)
     assert code == 0 and "1% of RMSE" in out and "%%" not in out
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_an_input_changing_rewrite_is_proposed_and_taken_only_when_allowed(tmp_path, capsys,
+                                                                          allow: bool) -> None:
+    model, calib, evald = bundled("wine_collapse")  # a Normalization layer over raw features
+    out = tmp_path / "o"
+    code, text, err = run_cli(["search", str(model), "-o", str(out), "--calib", str(calib),
+                               "--eval", str(evald)] + (["--allow-input-change"] if allow else []),
+                              capsys)
+    assert code == 0, err
+    report = json.loads((out / "pareto.json").read_text())
+    proposal = report["proposals"][0]
+    assert proposal["rewrite"] == "preprocessing" and proposal["allowed"] == allow
+    moved = max(p["value"] for p in proposal["points"])
+    int8 = report["endpoints"]["all_int8"]
+    assert moved > int8["value"]  # int8 collapses on raw inputs; with the contract it does not
+    assert "proposal: --rewrite preprocessing" in text
+    assert report["runs"] <= report["run_budget"]
+    if allow:
+        assert report["chosen"]["label"].endswith("[+preprocessing]")
+        assert json.loads((out / "plan.json").read_text())["rewrites"][-1] == "preprocessing"
+        assert (out / "preprocessing.json").exists()
+    else:
+        assert "[+preprocessing]" not in report["chosen"]["label"]
+        assert not (out / "preprocessing.json").exists()

@@ -143,10 +143,13 @@ def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, 
               show_default=True, help="What 'smallest' means under --max-drop.")
 @click.option("--reuse", type=click.Path(path_type=Path),
               help="A previous plan.json: start from it and re-examine only changed ops.")
+@click.option("--allow-input-change", is_flag=True,
+              help="Let the choice take a proposed rewrite that changes the model's input "
+                   "(preprocessing moved into preprocessing.json); without it, it is only shown.")
 def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, latency: str,
            no_groups: bool, rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path,
            max_drop: float | None, max_bytes: int | None, max_latency_ms: float | None, cost: str,
-           reuse: Path | None) -> None:
+           reuse: Path | None, allow_input_change: bool) -> None:
     """Pareto search over int16 plans; writes the plan and model at the chosen point.
 
     Exit 0 when a point meets the constraint, 1 when none does (the best is named)."""
@@ -161,7 +164,8 @@ def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, l
     constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
                                          "latency_ms" if cost == "latency" else "bytes")
     result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
-                        reuse, not as_json, chosen_rewrites(rewrites, no_rewrite), latency)
+                        reuse, not as_json, chosen_rewrites(rewrites, no_rewrite), latency,
+                        allow_input_change)
     write_search(out, result)
     click.echo(json.dumps(result.report.to_dict(), indent=2) if as_json
                else search_summary(result))

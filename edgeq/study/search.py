@@ -19,7 +19,7 @@ from typing import Any
 from edgeq.errors import InputError, PlanError
 from edgeq.fsutil import atomic_output_dir
 from edgeq.model.inputs import write_contract
-from edgeq.model.rewrite import Rewritten
+from edgeq.model.rewrite import Rewritten, rewrite
 from edgeq.progress import RunProgress, progress
 from edgeq.quant.plan import Plan, check_plan
 from edgeq.quant.quantize import Precision
@@ -155,9 +155,12 @@ class SearchResult:
 def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Constraint = Constraint(),
            metric: str = "auto", calibration: str = "minmax", groups: bool = True,
            reuse: Path | None = None, show_progress: bool = True,
-           rewrites: tuple[str, ...] | None = None, latency: str = "builtin") -> SearchResult:
+           rewrites: tuple[str, ...] | None = None, latency: str = "builtin",
+           allow_input_change: bool = False) -> SearchResult:
     """Measure sensitivity, walk the greedy path, keep the frontier, choose a point. `latency`:
-    how plans are timed (builtin, xnnpack, xnnpack:THREADS; see LatencySetting)."""
+    how plans are timed (builtin, xnnpack, xnnpack:THREADS; see LatencySetting). A rewrite that
+    would change the model's input is measured and proposed; its points are chosen only with
+    `allow_input_change`."""
     old = Plan.load(reuse) if reuse else None
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
                     rewrites if old is None else (rewrites or ()) + old.rewrites, latency=latency)
@@ -178,16 +181,44 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
     sensitivity = None if old is not None else sensitivity_report(
         study, sens, attribute_errors(study.session, study.evaluator.data, sens))
     int8, int16 = points[0], points[1]
+    proposal = None if old is not None else propose_preprocessing(
+        study, model_path, calib_path, eval_path, metric, calibration, latency, allow_input_change)
+    choosable = points + (list(proposal.points) if proposal and proposal.allowed else [])
     # The reference is the best plan measured, never a worse one (all-int16x8 can lose to a
     # mixed plan: int16 everywhere also puts int16 where a rewrite made int8 better).
-    best = max((p for p in points if not p.error), key=lambda p: p.score, default=int16)
-    choice = choose(points, constraint, best, study.evaluator.metric)
-    report = _report(study, int8, int16, points, choice, constraint, n, reused)
-    result = SearchResult(points, choice, report, sensitivity, warnings=study.warnings, study=study)
+    best = max((p for p in choosable if not p.error), key=lambda p: p.score, default=int16)
+    choice = choose(choosable, constraint, best, study.evaluator.metric)
+    report = _report(study, int8, int16, points, choice, constraint, n, reused, proposal)
+    result = SearchResult(choosable, choice, report, sensitivity, warnings=study.warnings,
+                          study=study)
     if choice.chosen is not None:
-        result.plan, result.tflite = _materialise(study, choice.chosen)
+        taken = proposal is not None and any(choice.chosen is p for p in proposal.points)
+        chosen_study = proposal.study if taken and proposal else study
+        result.study = chosen_study
+        result.plan, result.tflite = _materialise(chosen_study, choice.chosen)
     log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n, report.verdict.text)
     return result
+
+
+def propose_preprocessing(study: Study, model_path: Path, calib_path: Path, eval_path: Path,
+                          metric: str, calibration: str, latency: str,
+                          allowed: bool) -> Proposal | None:
+    """When the model normalises a raw input inside itself and `preprocessing` is not applied:
+    the same model with that moved into a contract, its all-int8 and all-int16x8 measured (one
+    more load and calibration, two runs)."""
+    if "preprocessing" in study.rewritten.names:
+        return None
+    probe = rewrite(study.session.model, ("preprocessing",), study.session.calib, quiet=True)
+    if not probe.contracts:
+        return None
+    with_contract = (*study.rewritten.names, "preprocessing")
+    other = prepare(model_path, calib_path, eval_path, metric, calibration, False, False,
+                    with_contract, latency=latency)
+    ev = other.evaluator
+    points = (ev.run(set(), Precision.INT8, "all-int8 [+preprocessing]"),
+              ev.run(other.allowed, Precision.INT16, "all-int16x8 [+preprocessing]"))
+    study.evaluator.runs += ev.runs
+    return Proposal("preprocessing", other, points, allowed)
 
 
 def refuse_impossible(study: Study, constraint: Constraint) -> None:
@@ -250,6 +281,34 @@ def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
 
 
 @dataclass(frozen=True)
+class Proposal:
+    """A rewrite that changes what the model takes as input (`preprocessing`: a contract travels
+    with the model), measured on its endpoints; its points are chosen only when allowed."""
+
+    rewrite: str
+    study: Study
+    points: tuple[Point, ...]
+    allowed: bool
+
+    def text(self, int8: Point, metric: Metric) -> str:
+        """One line: what the rewrite reaches, at what size, and how to take it."""
+        best = max((p for p in self.points if not p.error), key=lambda p: p.score, default=None)
+        if best is None:
+            return f"--rewrite {self.rewrite}: its plans do not run ({self.points[0].error})"
+        take = ("allowed (--allow-input-change): its points can be chosen" if self.allowed else
+                "it changes the model's input (preprocessing.json travels with the model): rerun "
+                f"with --rewrite {self.rewrite} or --allow-input-change to take it")
+        return (f"--rewrite {self.rewrite}: {best.label} reaches {metric.format(best.value)} at "
+                f"{best.size_bytes:,} bytes ({best.size_bytes / max(int8.size_bytes, 1):.2f}x "
+                f"all-int8); {take}")
+
+    def to_dict(self, int8: Point, metric: Metric) -> dict[str, Any]:
+        return {"rewrite": self.rewrite, "allowed": self.allowed,
+                "contracts": [c.to_dict() for c in self.study.rewritten.contracts],
+                "points": [p.to_dict() for p in self.points], "text": self.text(int8, metric)}
+
+
+@dataclass(frozen=True)
 class SearchReport:
     """pareto.json: every point, the frontiers, the choice and the verdict."""
 
@@ -272,6 +331,7 @@ class SearchReport:
     warnings: tuple[str, ...]
     rewrites: Rewritten
     latency: LatencySetting = BUILTIN_LATENCY
+    proposal: Proposal | None = None
 
     def frontier_labels(self, axis: str) -> list[str]:
         return [p.label for p in frontier(list(self.points), axis)]
@@ -299,12 +359,14 @@ class SearchReport:
             "warnings": list(self.warnings),
             "rewrites": self.rewrites.to_dict(),
             "latency": {"setting": str(self.latency), "description": self.latency.describe()},
+            "proposals": [self.proposal.to_dict(self.int8, self.metric)] if self.proposal else [],
             "legend": list(LABEL_LEGEND),
         }
 
 
 def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice: Choice,
-            constraint: Constraint, n: int, reused: dict | None) -> SearchReport:
+            constraint: Constraint, n: int, reused: dict | None,
+            proposal: Proposal | None = None) -> SearchReport:
     ev = study.evaluator
     timing = {"load": round(study.load_s, 3), "calibrate": round(study.session.calibration_s, 3),
               "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
@@ -313,8 +375,9 @@ def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice
     return SearchReport(study.session.model.source, ev.metric, ev.float_value(), ev.data.source,
                         len(ev.data), constraint, choice, int8, int16,
                         verdict(points, int8, int16, ev.metric), tuple(points), n, ev.runs,
-                        3 * n + 2 + (1 if reused else 0), reused, timing,
-                        tuple(study.warnings), study.rewritten, ev.latency)
+                        3 * n + 2 + (1 if reused else 0) + (len(proposal.points) if proposal else 0),
+                        reused, timing,
+                        tuple(study.warnings), study.rewritten, ev.latency, proposal)
 
 
 def write_search(out: Path, result: SearchResult) -> None:
@@ -334,7 +397,8 @@ def write_search(out: Path, result: SearchResult) -> None:
         if result.plan is not None:
             (tmp / "plan.json").write_text(json.dumps(result.plan.to_dict(), indent=2) + "\n")
             (tmp / "model.tflite").write_bytes(result.tflite)
-            write_contract(tmp, report.rewrites.contracts)
+            study = result.study
+            write_contract(tmp, study.rewritten.contracts if study else report.rewrites.contracts)
 
 
 def _title(report: SearchReport) -> str:
@@ -369,6 +433,8 @@ def search_summary(result: SearchResult) -> str:
         lines.append(f"no point meets {c.description}; best found: {b.label} "
                      f"({metric.format(b.value)}, {b.size_bytes:,} bytes, {b.latency_ms:.4f} ms)")
     lines.append(f"verdict: {r.verdict.text}")
+    if r.proposal is not None:
+        lines.append(f"proposal: {r.proposal.text(r.int8, metric)}")
     lines += [f"warning: {w}" for w in result.warnings]
     lines += ["", "labels:"] + [f"  {line}" for line in LABEL_LEGEND]
     return "\n".join(lines)
