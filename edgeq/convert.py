@@ -49,7 +49,7 @@ class ConvertConfig:
     int16: tuple[str, ...] = ()
     plan: Path | None = None
     strict: bool = False
-    calibration: str = "minmax"
+    calibration: str | None = None  # None: the plan's, else minmax
     rewrites: tuple[str, ...] | None = None  # None: the exact defaults, or the plan's rewrites
     show_progress: bool = True
     tolerance: int | None = None  # TFLM vs LiteRT, LSB (default: by output dtype)
@@ -87,8 +87,8 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     mode = cfg.resolved_mode()
     if cfg.out is not None:
         check_output_dir(cfg.out)  # before any work: never after minutes of it
-    method = CalibrationMethod.parse(cfg.calibration)
     plan_in = Plan.load(cfg.plan) if cfg.plan else None
+    method = CalibrationMethod.parse(cfg.calibration or (plan_in.calibration if plan_in else "minmax"))
     loaded = load_inputs(cfg.model, cfg.calib, cfg.eval, _rewrites(cfg, plan_in))
     model, calib, evald = loaded.model, loaded.calib, loaded.eval
     log.info("loaded %s (%s): %d inputs, %d outputs, float %d bytes", model.source, model.kind,
@@ -120,7 +120,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     tflm = tflm_check(quantized.tflite, quant_out, float_out, data.y, cfg.tolerance)
     log.info("TFLite Micro: %s", "runs" if tflm.runs else f"fails ({tflm.error})")
     plan = Plan.for_ops(session.ops, [o.float_op for o in quantized.int16_ops()],
-                        _plan_metrics(metrics), default, loaded.rewritten.names)
+                        _plan_metrics(metrics), default, loaded.rewritten.names, str(method))
     if mode == "mixed":
         versus = against_int16x8(session, quantized, data.sample(0))
         if versus["loses"]:

@@ -10,7 +10,7 @@ import pytest
 from conftest import BUNDLED, bundled
 
 from device_agent.runtimes import LiteRTRuntime
-from edgeq.convert import ConvertConfig, convert
+from edgeq.convert import ConvertConfig, ConvertResult, convert
 from edgeq.model.data import load_dataset
 from edgeq.model.graph import read_ops
 from edgeq.model.load import load_model
@@ -18,7 +18,7 @@ from edgeq.study.baseline import plain_tf_int8
 from edgeq.study.evaluate import compare, run_model
 
 
-def _convert(name: str, out: Path | None = None, **kwargs) -> dict:
+def _convert(name: str, out: Path | None = None, **kwargs) -> ConvertResult:
     model, calib, evalf = bundled(name)
     cfg = ConvertConfig(model, out, calib, evalf, show_progress=False, **kwargs)
     return convert(cfg)
@@ -175,3 +175,12 @@ def test_dynamic_non_batch_dimension_is_a_clear_error(tmp_path: Path) -> None:
     keras.Model(inp, keras.layers.Dense(2)(inp)).save(path)
     with pytest.raises(ModelError, match=r"input 'x' has dynamic shape \[None, None, 8\]"):
         load_model(path)
+
+
+def test_a_plan_carries_its_range_setting(tmp_path: Path) -> None:
+    first = _convert("digits_cnn", tmp_path / "a", calibration="percentile:99")
+    plan = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert plan["calibration"] == "percentile:99"
+    again = _convert("digits_cnn", plan=tmp_path / "a" / "plan.json")  # no --calibration given
+    assert again.tflite == first.tflite and again.report.calibration == "percentile:99"
+    assert _convert("digits_cnn").report.calibration == "minmax"

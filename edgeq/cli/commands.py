@@ -42,8 +42,9 @@ def cli(verbose: int) -> None:
 @click.option("--int16", "int16", multiple=True, metavar="OPSPEC",
               help="(mixed) An op type (BATCH_MATMUL) or a regex on op output names; repeatable.")
 @click.option("--plan", type=click.Path(path_type=Path), help="(mixed) A plan.json from edgeq search.")
-@click.option("--calibration", default="minmax", show_default=True,
-              help="Range estimate: minmax (absolute) or percentile:P (e.g. percentile:99.99).")
+@click.option("--calibration",
+              help="Range estimate: minmax (absolute; the default, or the plan's), mse (least "
+                   "int8 error per tensor) or percentile:P (e.g. percentile:99.99).")
 @click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
               help="Equivalent-graph rewrite, proved on float outputs: neg and squared-difference "
                    "(on by default), preprocessing (move input normalisation out into "
@@ -57,7 +58,7 @@ def cli(verbose: int) -> None:
               help="LSB TFLite Micro may differ from LiteRT (default: 2 int8, 32 int16 outputs).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
 def convert(model: Path, out: Path, calib: Path, eval_: Path | None, mode: str | None,
-            int16: tuple[str, ...], plan: Path | None, calibration: str,
+            int16: tuple[str, ...], plan: Path | None, calibration: str | None,
             rewrites: tuple[str, ...], no_rewrite: bool, strict: bool, tolerance: int | None,
             as_json: bool) -> None:
     """Quantise MODEL (.keras/.h5, SavedModel dir or float .tflite) to a full-integer .tflite."""

@@ -58,21 +58,22 @@ class Plan:
     default: Precision = Precision.INT8
     metrics: dict[str, Any] = field(default_factory=dict)
     rewrites: tuple[str, ...] = ()  # graph rewrites the plan's model was made with
+    calibration: str = "minmax"  # the range setting it was measured with
 
     @classmethod
     def for_ops(cls, all_ops: list[OpInfo], int16_ops: list[OpInfo],
                 metrics: dict[str, Any] | None = None, default: Precision | str = Precision.INT8,
-                rewrites: tuple[str, ...] = ()) -> Plan:
+                rewrites: tuple[str, ...] = (), calibration: str = "minmax") -> Plan:
         """A plan over `all_ops` with `int16_ops` in int16. default "int16": every op not
         listed is int8 but the model I/O is int16 (plans derived from all-int16x8)."""
         return cls(model_fingerprint(all_ops), tuple(OpRef.of(o) for o in int16_ops),
                    tuple(OpRef.of(o) for o in all_ops), Precision(default), metrics or {},
-                   tuple(rewrites))
+                   tuple(rewrites), calibration)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "schema_version": PLAN_SCHEMA_VERSION,
                 "model_fingerprint": self.model_fingerprint, "default": self.default.value,
-                "rewrites": list(self.rewrites),
+                "rewrites": list(self.rewrites), "calibration": self.calibration,
                 "int16": [r.to_dict() for r in self.int16], "metrics": self.metrics,
                 "graph": [r.to_dict() for r in self.graph]}
 
@@ -87,7 +88,7 @@ class Plan:
             return cls(d["model_fingerprint"], tuple(OpRef.from_dict(e) for e in d["int16"]),
                        tuple(OpRef.from_dict(e) for e in d.get("graph", [])),
                        Precision(d.get("default", "int8")), d.get("metrics", {}),
-                       tuple(d.get("rewrites", ())))
+                       tuple(d.get("rewrites", ())), str(d.get("calibration", "minmax")))
         except (KeyError, TypeError) as e:
             raise InputError(f"{source}: malformed plan entry ({e}); each entry needs op, name "
                              "and fingerprint") from e

@@ -43,7 +43,7 @@ class QuantSession:
 
     def __init__(self, model: FloatModel, calib: Dataset,
                  method: CalibrationMethod = MINMAX, show_progress: bool = True,
-                 kernels: KernelCache | None = None) -> None:
+                 kernels: KernelCache | None = None, quiet: bool = False) -> None:
         self.model = model
         self.calib = calib
         self.method = method
@@ -52,9 +52,9 @@ class QuantSession:
         self.calibration_notes: list[str] = []
         self.stats: Statistics = calibrate(model.tflite, calib, method, show_progress,
                                            self.calibration_notes)
-        for note in self.calibration_notes[:5]:
+        for note in self.calibration_notes[:0 if quiet else 5]:
             log.warning(note)
-        if len(self.calibration_notes) > 5:
+        if len(self.calibration_notes) > 5 and not quiet:
             log.warning("calibration: %d more tensors changed (report.json lists them)",
                         len(self.calibration_notes) - 5)
         self.calibration_s = time.perf_counter() - start

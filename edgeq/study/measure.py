@@ -29,6 +29,7 @@ from edgeq.study.evaluate import Outputs, compare, run_model
 log = logging.getLogger("edgeq")
 METRICS = ("auto", "task", "sqnr", "cosine")
 LATENCY_BLOCKS = 5
+LATENCY_BUDGET_S = 1.5  # timed runs of one plan stop about here (at least 2 per block)
 
 
 class MetricKind(str, Enum):
@@ -297,12 +298,20 @@ def measure_latency(tflite: bytes, raw_sample: list[np.ndarray], runs: int,
     with captured_output("LiteRT"):
         rt = LiteRTRuntime(tflite, num_threads=setting.threads, use_xnnpack=setting.xnnpack)
     with rt:
+        warmup = []
         for _ in range(min(10, runs)):
+            start = time.perf_counter()
             rt.infer(raw_sample)
+            warmup.append(time.perf_counter() - start)
+            if sum(warmup) > LATENCY_BUDGET_S / 4:
+                break
+        # A slow plan (int16 matmuls: 70 ms on MiniLM) gets fewer runs, never fewer than 2 a block
+        affordable = int(LATENCY_BUDGET_S / max(statistics.median(warmup), 1e-9) / blocks)
+        per_block = max(min(runs // blocks, affordable), 2)
         medians = []
         for _ in range(blocks):
             samples = []
-            for _ in range(max(runs // blocks, 1)):
+            for _ in range(per_block):
                 start = time.perf_counter()
                 rt.infer(raw_sample)
                 samples.append((time.perf_counter() - start) * 1000.0)

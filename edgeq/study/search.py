@@ -9,6 +9,7 @@ re-examined, starting from the old plan's int16 ops.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -21,8 +22,10 @@ from edgeq.fsutil import atomic_output_dir
 from edgeq.model.inputs import write_contract
 from edgeq.model.rewrite import Rewritten, rewrite
 from edgeq.progress import RunProgress, progress
+from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.plan import Plan, check_plan
 from edgeq.quant.quantize import Precision
+from edgeq.quant.session import QuantSession
 from edgeq.study.analyze import (
     Candidate,
     Study,
@@ -36,6 +39,7 @@ from edgeq.study.analyze import (
 )
 from edgeq.study.measure import (
     BUILTIN_LATENCY,
+    Evaluator,
     LatencySetting,
     Metric,
     Point,
@@ -181,23 +185,59 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
     sensitivity = None if old is not None else sensitivity_report(
         study, sens, attribute_errors(study.session, study.evaluator.data, sens))
     int8, int16 = points[0], points[1]
+    owner = {id(p): study for p in points}
     proposal = None if old is not None else propose_preprocessing(
         study, model_path, calib_path, eval_path, metric, calibration, latency, allow_input_change)
-    choosable = points + (list(proposal.points) if proposal and proposal.allowed else [])
-    # The reference is the best plan measured, never a worse one (all-int16x8 can lose to a
-    # mixed plan: int16 everywhere also puts int16 where a rewrite made int8 better).
-    best = max((p for p in choosable if not p.error), key=lambda p: p.score, default=int16)
-    choice = choose(choosable, constraint, best, study.evaluator.metric)
-    report = _report(study, int8, int16, points, choice, constraint, n, reused, proposal)
+    if proposal is not None and proposal.allowed:
+        owner.update({id(p): proposal.study for p in proposal.points})
+    moves: list[tuple[Study, Point]] = []
+    if old is None:  # range settings as moves: all-int8 and the plan chosen so far, recalibrated
+        first = _choose(points, constraint, study.evaluator.metric, int16).chosen
+        moves = calibration_moves(study, [int8] + ([first] if first and first is not int8 else []))
+        for other, point in moves:
+            points.append(point)
+            owner[id(point)] = other
+    choosable = [p for p in points + list(proposal.points if proposal else ()) if id(p) in owner]
+    choice = _choose(choosable, constraint, study.evaluator.metric, int16)
+    report = _report(study, int8, int16, points, choice, constraint, n, reused, proposal,
+                     len(moves) + (len(proposal.points) if proposal else 0))
     result = SearchResult(choosable, choice, report, sensitivity, warnings=study.warnings,
                           study=study)
     if choice.chosen is not None:
-        taken = proposal is not None and any(choice.chosen is p for p in proposal.points)
-        chosen_study = proposal.study if taken and proposal else study
-        result.study = chosen_study
-        result.plan, result.tflite = _materialise(chosen_study, choice.chosen)
+        result.study = owner[id(choice.chosen)]
+        result.plan, result.tflite = _materialise(result.study, choice.chosen)
     log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n, report.verdict.text)
     return result
+
+
+def _choose(points: list[Point], constraint: Constraint, metric: Metric, fallback: Point) -> Choice:
+    """`choose` against the best plan measured, never a worse reference (all-int16x8 can lose
+    to a mixed plan: int16 everywhere also puts int16 where a rewrite made int8 better)."""
+    best = max((p for p in points if not p.error), key=lambda p: p.score, default=fallback)
+    return choose(points, constraint, best, metric)
+
+
+ALTERNATIVE_CALIBRATIONS = ("percentile:99.99", "mse")
+
+
+def calibration_moves(study: Study, plans: list[Point]) -> list[tuple[Study, Point]]:
+    """`plans` again under each other range setting: one calibration per setting and one run
+    per plan, each point labelled `LABEL [SETTING]` and owned by its own study."""
+    moves = []
+    for method in ALTERNATIVE_CALIBRATIONS:
+        if str(study.session.method) == method:
+            continue
+        session = QuantSession(study.session.model, study.session.calib,
+                               CalibrationMethod.parse(method), show_progress=False,
+                               kernels=study.session.kernels, quiet=True)
+        ev = study.evaluator
+        evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency)
+        other = dataclasses.replace(study, session=session, evaluator=evaluator)
+        moves += [(other, evaluator.run(set(p.int16), Precision(p.default), f"{p.label} [{method}]"))
+                  for p in plans]
+        ev.runs += evaluator.runs
+        ev.run_seconds += evaluator.run_seconds
+    return moves
 
 
 def propose_preprocessing(study: Study, model_path: Path, calib_path: Path, eval_path: Path,
@@ -276,7 +316,7 @@ def _materialise(study: Study, point: Point) -> tuple[Plan, bytes]:
     int16_ops = [o.float_op for o in quantized.int16_ops()]
     metrics = {"sqnr_db": point.sqnr_db, study.evaluator.metric.kind.value: point.value}
     plan = Plan.for_ops(study.session.ops, int16_ops, metrics, point.default,
-                        study.rewritten.names)
+                        study.rewritten.names, str(study.session.method))
     return plan, quantized.tflite
 
 
@@ -366,7 +406,8 @@ class SearchReport:
 
 def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice: Choice,
             constraint: Constraint, n: int, reused: dict | None,
-            proposal: Proposal | None = None) -> SearchReport:
+            proposal: Proposal | None = None, extra_runs: int = 0) -> SearchReport:
+    """`extra_runs`: beyond the 3N+2 budget, the proposal's and the range-setting moves'."""
     ev = study.evaluator
     timing = {"load": round(study.load_s, 3), "calibrate": round(study.session.calibration_s, 3),
               "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
@@ -375,7 +416,7 @@ def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice
     return SearchReport(study.session.model.source, ev.metric, ev.float_value(), ev.data.source,
                         len(ev.data), constraint, choice, int8, int16,
                         verdict(points, int8, int16, ev.metric), tuple(points), n, ev.runs,
-                        3 * n + 2 + (1 if reused else 0) + (len(proposal.points) if proposal else 0),
+                        3 * n + 2 + (1 if reused else 0) + extra_runs,
                         reused, timing,
                         tuple(study.warnings), study.rewritten, ev.latency, proposal)
 
