@@ -133,3 +133,17 @@ def test_a_plan_that_does_not_run_is_a_failed_point_not_a_crash(bert, tmp_path, 
     assert "DIV" in int8["error"] and report["verdict"]["kind"] == "fails"
     assert all("error" in p or np.isfinite(p["value"]) for p in report["points"])
     assert code in (0, 1)
+
+
+def test_gelu_tanh_is_opt_in_and_proved_within_its_stated_tolerance(bert) -> None:
+    from edgeq.model.transformer import GELU_TANH_TOLERANCE
+
+    model_path, calib_path, _ = bert
+    model = load_model(model_path)
+    calib = load_dataset(calib_path, model.inputs)
+    assert "gelu-tanh" not in DEFAULT_REWRITES
+    done = rewrite(model, ("gelu-tanh",), calib)
+    types = [op.op for op in read_ops(done.model.tflite)]
+    assert "GELU" not in types and types.count("TANH") == 2
+    assert 1e-5 < done.max_abs_diff  # an approximation, not an equality ...
+    assert done.max_abs_diff <= GELU_TANH_TOLERANCE  # ... within what it promises (range ~1)

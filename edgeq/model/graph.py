@@ -102,8 +102,10 @@ def read_ops(tflite: bytes) -> list[OpInfo]:
 
 
 def requantize_ops(ops: list[OpInfo]) -> int:
-    """QUANTIZE ops inside the graph: the int8 <-> int16 boundaries a mixed plan pays for."""
-    return sum(1 for op in ops if op.op == "QUANTIZE")
+    """QUANTIZE ops between two integer types: the int8 <-> int16 boundaries a mixed plan pays
+    for (not the float -> int8 QUANTIZE after a CAST of an integer input, say)."""
+    return sum(1 for op in ops if op.op == "QUANTIZE" and op.input_dtypes
+               and {op.input_dtypes[0], op.activation_dtype} == {"int8", "int16"})
 
 
 def produced_tensor_indices(interpreter: Any) -> set[int]:

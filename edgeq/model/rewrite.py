@@ -29,7 +29,9 @@ from edgeq.model.editor import GraphEditor
 from edgeq.model.flatbuffer import explain_node, pack_tree, read_tree
 from edgeq.model.load import FloatModel
 from edgeq.model.transformer import (
+    GELU_TANH_TOLERANCE,
     fuse_rsqrt,
+    gelu_to_tanh,
     matmul_to_fully_connected,
     remove_index_fixups,
     shrink_masks,
@@ -38,14 +40,16 @@ from edgeq.model.transformer import (
 
 log = logging.getLogger("edgeq")
 REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt", "mask-magnitude",
-            "outlier-split", "preprocessing")
+            "outlier-split", "gelu-tanh", "preprocessing")
 # Equal in float (proved on the calibration data) and leave the model's inputs as they are: on
 # unless --no-rewrite. `preprocessing` changes what the model takes (a contract travels with
 # it), so it is only done when asked.
 DEFAULT_REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt",
                     "mask-magnitude", "outlier-split")
-# A rewrite is accepted when float outputs differ by at most this much (relative to their range).
+# A rewrite is accepted when float outputs differ by at most this much (relative to their range);
+# an approximation (opt-in) by its own stated tolerance.
 EQUALITY_TOLERANCE = 1e-5
+APPROXIMATIONS = {"gelu-tanh": GELU_TANH_TOLERANCE}
 PROOF_SAMPLES = 64
 _CONTRACT_OPS = {"SUB": "sub", "ADD": "add", "MUL": "mul", "DIV": "div"}
 
@@ -149,7 +153,9 @@ def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
         raise ModelError(f"rewrites ({names}) make the float model fail on the calibration "
                          f"data: {explain_node(rewritten.model.tflite, str(e))}; run with "
                          "--no-rewrite, or --rewrite naming only those you want") from e
-    worst, equal = _max_diff(before, after)
+    tolerance = max([EQUALITY_TOLERANCE] + [APPROXIMATIONS.get(a["rewrite"], 0.0)
+                                            for a in rewritten.applied])
+    worst, equal = _max_diff(before, after, tolerance)
     if not equal:
         raise ModelError(f"rewrites ({names}) changed the float outputs on the calibration data "
                          f"(max |diff| {worst:.3g}); run with --no-rewrite, or --rewrite naming "
@@ -157,15 +163,16 @@ def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
     return worst
 
 
-def _max_diff(before: list[np.ndarray], after: list[np.ndarray]) -> tuple[float, bool]:
-    """Largest |difference| over all outputs, and whether each is within EQUALITY_TOLERANCE of
-    its output's range."""
+def _max_diff(before: list[np.ndarray], after: list[np.ndarray],
+              tolerance: float = EQUALITY_TOLERANCE) -> tuple[float, bool]:
+    """Largest |difference| over all outputs, and whether each is within `tolerance` of its
+    output's range."""
     worst, equal = 0.0, True
     for a, b in zip(before, after):
         diff = float(np.max(np.abs(a - b))) if a.size else 0.0
         scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1.0)
         worst = max(worst, diff)
-        equal = equal and diff <= EQUALITY_TOLERANCE * scale
+        equal = equal and diff <= tolerance * scale
     return worst, equal
 
 
@@ -283,4 +290,4 @@ def _affine_step(g: GraphEditor, consumers: list[Any], tensor: int) -> tuple[str
 _GRAPH_REWRITES: tuple[tuple[str, Callable[[GraphEditor, list[dict[str, Any]]], None]], ...] = (
     ("neg", replace_neg), ("squared-difference", replace_squared_difference),
     ("matmul-fc", matmul_to_fully_connected), ("index-fixup", remove_index_fixups),
-    ("rsqrt", fuse_rsqrt))
+    ("rsqrt", fuse_rsqrt), ("gelu-tanh", gelu_to_tanh))

@@ -327,3 +327,39 @@ def _fully_connected(g: GraphEditor, x: int, weights: int, bias: int, out: int) 
     fc.builtinOptions = g.schema.FullyConnectedOptionsT()
     fc.builtinOptions.keepNumDims = True
     return fc
+
+
+GELU_TANH_TOLERANCE = 1e-2  # of the output range: the tanh form is within 5e-4 of GELU itself
+_SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
+
+
+def gelu_to_tanh(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
+    """GELU -> 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), from MUL/ADD/TANH: TFLite
+    Micro has no GELU kernel. An approximation (opt-in), proved within GELU_TANH_TOLERANCE."""
+    ops = []
+    for op in g.sg.operators:
+        if g.op_type(op) != "GELU":
+            ops.append(op)
+            continue
+        x, out = int(op.inputs[0]), int(op.outputs[0])
+        name = g.tensor_name(out)
+        step = {s: g.add_tensor(out, f"{name}/edgeq_gelu_{s}")
+                for s in ("square", "cubic", "slope", "arg", "tanh", "one_plus", "x_times")}
+        const = {s: g.add_tensor(0, f"{name}/edgeq_gelu_c_{s}", np.array([v], np.float32))
+                 for s, v in (("a", 0.044715 * _SQRT_2_OVER_PI), ("b", _SQRT_2_OVER_PI),
+                              ("one", 1.0), ("half", 0.5))}
+        tanh = g.schema.OperatorT()
+        tanh.opcodeIndex, tanh.inputs, tanh.outputs = g.opcode("TANH"), [step["arg"]], [step["tanh"]]
+        ops += [g.binary_op("MUL", [x, x], step["square"]),
+                g.binary_op("MUL", [step["square"], const["a"]], step["cubic"]),
+                g.binary_op("ADD", [step["cubic"], const["b"]], step["slope"]),
+                g.binary_op("MUL", [x, step["slope"]], step["arg"]),
+                tanh,
+                g.binary_op("ADD", [step["tanh"], const["one"]], step["one_plus"]),
+                g.binary_op("MUL", [x, step["one_plus"]], step["x_times"]),
+                g.binary_op("MUL", [step["x_times"], const["half"]], out)]
+        applied.append({"rewrite": "gelu-tanh", "op": name,
+                        "why": "GELU -> its tanh form from MUL/ADD/TANH (TFLite Micro has no GELU "
+                               f"kernel); an approximation, accepted within {GELU_TANH_TOLERANCE:g} "
+                               "of the float outputs' range"})
+    g.sg.operators = ops
