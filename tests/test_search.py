@@ -77,23 +77,37 @@ def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -
     assert (tmp_path / "conv" / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
 
 
-def test_unmet_constraint_names_the_best_point_and_writes_no_plan(tmp_path, capsys) -> None:
-    # a cap no plan can meet is refused before any run (test_impossible_caps_...); one that the
-    # measured points miss still ends with exit 1, the best point named, and no plan or model
+def _report(points: list, choice) -> object:
     from edgeq.model.load import load_model
     from edgeq.model.rewrite import Rewritten
     from edgeq.study.analyze import Verdict
-    from edgeq.study.search import SearchReport, SearchResult, search_summary, write_search
+    from edgeq.study.search import SearchReport
+
+    rewritten = Rewritten(load_model(bundled("digits_cnn")[0]))
+    return SearchReport("m.keras", Metric("sqnr_db"), None, "eval.npz", 1, Constraint(), choice,
+                        points[0], points[1], Verdict("spread", "-"), tuple(points), 0, 2, 2, None,
+                        {"total": 0.1}, (), rewritten)
+
+
+def test_a_slow_choice_names_the_best_plan_within_twice_int8_latency() -> None:
+    pts = [_point("all-int8", 10, 100, ms=1.0), _point("all-int16x8", 30, 150, ms=50.0),
+           _point("+matmul", 29.5, 101, ms=48.0), _point("+stream", 27, 101, ms=1.3)]
+    choice = choose(pts, Constraint(), pts[1], Metric("sqnr_db"))  # within 1 dB, smallest
+    report = _report(pts, choice)
+    assert choice.chosen.label == "+matmul" and report.faster.label == "+stream"
+    assert "within 2x, +stream reaches 27.00 dB at 1.30x" in report.faster_text()
+    fast_choice = choose(pts, Constraint("max_drop", 3.5, "latency_ms"), pts[1], Metric("sqnr_db"))
+    assert fast_choice.chosen.label == "+stream" and _report(pts, fast_choice).faster is None
+
+
+def test_unmet_constraint_names_the_best_point_and_writes_no_plan(tmp_path, capsys) -> None:
+    # a cap no plan can meet is refused before any run (test_impossible_caps_...); one that the
+    # measured points miss still ends with exit 1, the best point named, and no plan or model
+    from edgeq.study.search import SearchResult, search_summary, write_search
 
     pts = [_point("all-int8", 30, 100), _point("all-int16x8", 40, 150)]
-    constraint = Constraint("max_bytes", 50)
-    metric = Metric("sqnr_db")
-    choice = choose(pts, constraint, pts[1], metric)
-    rewritten = Rewritten(load_model(bundled("digits_cnn")[0]))
-    report = SearchReport("m.keras", metric, None, "eval.npz", 1, constraint, choice, pts[0], pts[1],
-                          Verdict("spread", "-"), tuple(pts), 0, 2, 2, None, {"total": 0.1}, (),
-                          rewritten)
-    result = SearchResult(pts, choice, report, None)
+    choice = choose(pts, Constraint("max_bytes", 50), pts[1], Metric("sqnr_db"))
+    result = SearchResult(pts, choice, _report(pts, choice), None)
     text = search_summary(result)
     assert result.exit_code == 1 and "no point meets bytes <= 50" in text
     assert "best found: all-int8" in text

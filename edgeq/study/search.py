@@ -218,6 +218,7 @@ def _choose(points: list[Point], constraint: Constraint, metric: Metric, fallbac
 
 
 ALTERNATIVE_CALIBRATIONS = ("percentile:99.99", "mse")
+FAST_LATENCY = 2.0  # x all-int8: beyond it the summary names the best plan that is not
 
 
 def calibration_moves(study: Study, plans: list[Point]) -> list[tuple[Study, Point]]:
@@ -373,6 +374,28 @@ class SearchReport:
     latency: LatencySetting = BUILTIN_LATENCY
     proposal: Proposal | None = None
 
+    @property
+    def faster(self) -> Point | None:
+        """When the chosen plan is over FAST_LATENCY x all-int8's latency: the best plan that is
+        not (what a latency-bound user would take instead), if it scores lower."""
+        chosen = self.choice.chosen
+        if chosen is None or self.int8.error or chosen.latency.ratio_to(self.int8.latency) <= FAST_LATENCY:
+            return None
+        fast = [p for p in self.points if not p.error
+                and p.latency.ratio_to(self.int8.latency) <= FAST_LATENCY]
+        best = max(fast, key=lambda p: (p.score, -p.latency_ms), default=None)
+        return best if best is not None and best.score < chosen.score else None
+
+    def faster_text(self) -> str:
+        f, c = self.faster, self.choice.chosen
+        if f is None or c is None:
+            return ""
+        ratio = c.latency.ratio_to(self.int8.latency)
+        return (f"the chosen plan takes {ratio:.1f}x all-int8's latency; within "
+                f"{FAST_LATENCY:g}x, {f.label} reaches {self.metric.format(f.value)} at "
+                f"{f.latency.ratio_to(self.int8.latency):.2f}x (--max-latency-ms "
+                f"{f.latency.high_ms * 1.05:.4g} chooses it)")
+
     def frontier_labels(self, axis: str) -> list[str]:
         return [p.label for p in frontier(list(self.points), axis)]
 
@@ -400,6 +423,8 @@ class SearchReport:
             "rewrites": self.rewrites.to_dict(),
             "latency": {"setting": str(self.latency), "description": self.latency.describe()},
             "proposals": [self.proposal.to_dict(self.int8, self.metric)] if self.proposal else [],
+            "faster": ({"point": self.faster.label, "text": self.faster_text()}
+                       if self.faster else None),
             "legend": list(LABEL_LEGEND),
         }
 
@@ -474,6 +499,8 @@ def search_summary(result: SearchResult) -> str:
         lines.append(f"no point meets {c.description}; best found: {b.label} "
                      f"({metric.format(b.value)}, {b.size_bytes:,} bytes, {b.latency_ms:.4f} ms)")
     lines.append(f"verdict: {r.verdict.text}")
+    if r.faster is not None:
+        lines.append(f"faster: {r.faster_text()}")
     if r.proposal is not None:
         lines.append(f"proposal: {r.proposal.text(r.int8, metric)}")
     lines += [f"warning: {w}" for w in result.warnings]
