@@ -153,8 +153,8 @@ def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
         raise ModelError(f"rewrites ({names}) make the float model fail on the calibration "
                          f"data: {explain_node(rewritten.model.tflite, str(e))}; run with "
                          "--no-rewrite, or --rewrite naming only those you want") from e
-    tolerance = max([EQUALITY_TOLERANCE] + [APPROXIMATIONS.get(a["rewrite"], 0.0)
-                                            for a in rewritten.applied])
+    tolerance = max([EQUALITY_TOLERANCE] + [APPROXIMATIONS[a["rewrite"]] for a in rewritten.applied
+                                            if a["rewrite"] in APPROXIMATIONS])
     worst, equal = _max_diff(before, after, tolerance)
     if not equal:
         raise ModelError(f"rewrites ({names}) changed the float outputs on the calibration data "
