@@ -147,3 +147,12 @@ def test_gelu_tanh_is_opt_in_and_proved_within_its_stated_tolerance(bert) -> Non
     assert "GELU" not in types and types.count("TANH") == 2
     assert done.max_abs_diff > 1e-5  # an approximation, not an equality ...
     assert done.max_abs_diff <= GELU_TANH_TOLERANCE  # ... within what it promises (range ~1)
+
+
+def test_compare_warns_where_litert_reference_kernels_are_wrong(bert) -> None:
+    from edgeq.study.compare import diagnose
+
+    model, calib, evald = bert
+    result = convert(ConvertConfig(model, None, calib, evald, show_progress=False))
+    notes = diagnose(result.tflite)  # masked mean pooling: an int8 SUM of the mask
+    assert any("int8 SUM" in n and "LiteRT #4079" in n for n in notes)

@@ -240,12 +240,22 @@ def compare_runtimes(tflite: bytes, raw_inputs: Sequence[np.ndarray],
 
 def diagnose(tflite: bytes) -> list[str]:
     """Model-level facts that make runtimes disagree."""
+    found = []
     external = external_buffers(tflite)
-    if not external:
-        return []
-    return [f"{len(external)} constant buffers are stored outside the flatbuffer (offset/size): "
-            "LiteRT reads them, TFLite Micro reads only inline data and computes with missing "
-            "weights; `edgeq convert` writes them inline"]
+    if external:
+        found.append(f"{len(external)} constant buffers are stored outside the flatbuffer "
+                     "(offset/size): LiteRT reads them, TFLite Micro reads only inline data and "
+                     "computes with missing weights; `edgeq convert` writes them inline")
+    tree = read_tree(tflite)
+    int8_sums = [k for k, op in enumerate(tree.subgraphs[0].operators)
+                 if op_type(tree, op) == "SUM"
+                 and tensor_type_name(tree.subgraphs[0].tensors[int(op.inputs[0])].type) == "int8"]
+    if int8_sums:
+        found.append(f"int8 SUM (op {', '.join(map(str, int8_sums[:4]))}): LiteRT's reference "
+                     "SUM kernel reads int8 data as uint8 and gets it wrong (google-ai-edge/LiteRT "
+                     "#4079, fix pending), so litert-ref is no reference there; its builtin "
+                     "kernel is right")
+    return found
 
 
 def _with_divergence(result: RuntimeResult, divergence: Divergence | None) -> RuntimeResult:
