@@ -46,11 +46,12 @@ def cli(verbose: int) -> None:
               help="Range estimate: minmax (absolute; the default, or the plan's), mse (least "
                    "int8 error per tensor) or percentile:P (e.g. percentile:99.99).")
 @click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
-              help="Equivalent-graph rewrite, proved on float outputs: neg and squared-difference "
-                   "(on by default), preprocessing (move input normalisation out into "
-                   "preprocessing.json: the model then takes normalised inputs), or all.")
+              help="Graph rewrite, proved on float outputs. On by default: neg, "
+                   "squared-difference, matmul-fc, index-fixup, rsqrt, mask-magnitude, "
+                   "outlier-split. On request: preprocessing (input normalisation moves out into "
+                   "preprocessing.json), gelu-tanh (an approximation, for TFLite Micro), or all.")
 @click.option("--no-rewrite", is_flag=True,
-              help="Leave the graph as it is (no default neg / squared-difference rewrites).")
+              help="Leave the graph as it is (none of the default rewrites).")
 @click.option("--strict", is_flag=True,
               help="Exit 1 if any op is not integer-only, or TFLite Micro cannot run the model "
                    "or differs from LiteRT beyond --tolerance.")
