@@ -33,6 +33,23 @@ class GraphEditor:
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         return np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), np.float32).reshape(shape)
 
+    def readers(self, tensor: int) -> list[Any]:
+        """Ops that read `tensor`."""
+        return [op for op in self.sg.operators if tensor in [int(i) for i in op.inputs]]
+
+    def is_output(self, tensor: int) -> bool:
+        """`tensor` is one of the graph's outputs."""
+        return tensor in [int(i) for i in self.sg.outputs]
+
+    def int_constant(self, index: int) -> np.ndarray | None:
+        """The value of an integer constant tensor (int32/int64), or None."""
+        t = self.sg.tensors[index]
+        buf = self.tree.buffers[t.buffer] if t.buffer < len(self.tree.buffers) else None
+        dtypes = {self.schema.TensorType.INT32: np.int32, self.schema.TensorType.INT64: np.int64}
+        if buf is None or buf.data is None or len(buf.data) == 0 or t.type not in dtypes:
+            return None
+        return np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), dtypes[t.type])
+
     def opcode(self, name: str) -> int:
         code = getattr(self.schema.BuiltinOperator, name)
         for k, oc in enumerate(self.tree.operatorCodes):

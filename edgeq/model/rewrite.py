@@ -245,7 +245,7 @@ def extract_preprocessing(g: GraphEditor, model: FloatModel, applied: list[dict[
         start = int(g.sg.inputs[slot])
         steps, last, absorbed = [], start, []
         while True:
-            consumers = [op for op in g.sg.operators if last in [int(i) for i in op.inputs]]
+            consumers = g.readers(last)
             step = _affine_step(g, consumers, last)
             if step is None:
                 break

@@ -17,7 +17,9 @@ proved on float outputs by `rewrite.rewrite` like every other rewrite:
 - `mask-magnitude`: an attention-mask constant (float32 min, -1e9, -1e4: MUL(1 - mask, c) before
   the scores' ADD and SOFTMAX) -> the smallest magnitude that leaves the float outputs equal on
   the calibration data (times a safety margin). At -3.4e38 calibration cannot give the ADD a
-  range that holds both the mask and the scores; at -20 it can.
+  range that holds both the mask and the scores; at -36 (MiniLM's) it can.
+- `gelu-tanh` (opt-in, an approximation with its own tolerance): GELU -> its tanh form from
+  MUL/ADD/TANH, for TFLite Micro, which has no GELU kernel.
 """
 
 from __future__ import annotations
@@ -33,25 +35,6 @@ from edgeq.model.flatbuffer import pack_tree
 MASK_MIN_MAGNITUDE = 1e3  # a MUL constant at least this large (negative) feeding a softmax
 MASK_LADDER = (8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 128.0, 1e3, 1e4)
 MASK_MARGIN = 1.5  # the chosen magnitude is this times the smallest one that proved equal
-
-
-def consumers(g: GraphEditor, tensor: int) -> list[Any]:
-    """Ops that read `tensor`."""
-    return [op for op in g.sg.operators if tensor in [int(i) for i in op.inputs]]
-
-
-def is_graph_output(g: GraphEditor, tensor: int) -> bool:
-    return tensor in [int(i) for i in g.sg.outputs]
-
-
-def int_constant(g: GraphEditor, index: int) -> np.ndarray | None:
-    """The value of an integer constant tensor (int32/int64), or None."""
-    t = g.sg.tensors[index]
-    buf = g.tree.buffers[t.buffer] if t.buffer < len(g.tree.buffers) else None
-    dtypes = {g.schema.TensorType.INT32: np.int32, g.schema.TensorType.INT64: np.int64}
-    if buf is None or buf.data is None or len(buf.data) == 0 or t.type not in dtypes:
-        return None
-    return np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), dtypes[t.type])
 
 
 def matmul_to_fully_connected(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
@@ -107,8 +90,8 @@ def _as_fully_connected(g: GraphEditor, op: Any) -> tuple[Any, Any | None] | Non
 
 def _bias_add(g: GraphEditor, out: int, n: int) -> tuple[Any | None, np.ndarray | None]:
     """The ADD right after a matmul that adds a constant [n] vector, if it is the only reader."""
-    readers = consumers(g, out)
-    if len(readers) != 1 or is_graph_output(g, out) or g.op_type(readers[0]) != "ADD":
+    readers = g.readers(out)
+    if len(readers) != 1 or g.is_output(out) or g.op_type(readers[0]) != "ADD":
         return None, None
     add = readers[0]
     other = [int(i) for i in add.inputs if int(i) != out]
@@ -126,7 +109,7 @@ def remove_index_fixups(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
         if fixup is None:
             continue
         index, select_out, parts = fixup
-        for reader in consumers(g, select_out):
+        for reader in g.readers(select_out):
             reader.inputs = [index if int(i) == select_out else int(i) for i in reader.inputs]
         dead += parts
         applied.append({"rewrite": "index-fixup", "op": g.tensor_name(select_out),
@@ -145,12 +128,12 @@ def _index_fixup(g: GraphEditor, op: Any) -> tuple[int, int, list[Any]] | None:
     less, add = producers.get(cond), producers.get(wrapped)
     if less is None or add is None or g.op_type(less) != "LESS" or g.op_type(add) != "ADD":
         return None
-    zero = int_constant(g, int(less.inputs[1]))
+    zero = g.int_constant(int(less.inputs[1]))
     if int(less.inputs[0]) != index or zero is None or zero.size != 1 or int(zero[0]) != 0:
         return None
-    if index not in [int(i) for i in add.inputs] or is_graph_output(g, select_out):
+    if index not in [int(i) for i in add.inputs] or g.is_output(select_out):
         return None
-    only_here = all(len(consumers(g, int(p.outputs[0]))) == 1 for p in (less, add))
+    only_here = all(len(g.readers(int(p.outputs[0]))) == 1 for p in (less, add))
     return (index, select_out, [op, less, add]) if only_here else None
 
 
@@ -164,7 +147,7 @@ def fuse_rsqrt(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
         one = g.constant(int(op.inputs[0]))
         sqrt = producers.get(int(op.inputs[1]))
         if one is None or one.size != 1 or float(one.reshape(-1)[0]) != 1.0 or sqrt is None \
-                or g.op_type(sqrt) != "SQRT" or len(consumers(g, int(sqrt.outputs[0]))) != 1:
+                or g.op_type(sqrt) != "SQRT" or len(g.readers(int(sqrt.outputs[0]))) != 1:
             continue
         out = int(op.outputs[0])
         rsqrt = g.schema.OperatorT()
@@ -198,12 +181,12 @@ _SHAPE_OPS = {"RESHAPE", "EXPAND_DIMS", "SQUEEZE", "TRANSPOSE", "BROADCAST_TO", 
 
 def _feeds_softmax(g: GraphEditor, tensor: int) -> bool:
     """`tensor` (through shape-only ops) is added to what a SOFTMAX reads."""
-    for reader in consumers(g, tensor):
+    for reader in g.readers(tensor):
         out = int(reader.outputs[0])
         kind = g.op_type(reader)
         if kind in _SHAPE_OPS and _feeds_softmax(g, out):
             return True
-        if kind == "ADD" and any(g.op_type(r) == "SOFTMAX" for r in consumers(g, out)):
+        if kind == "ADD" and any(g.op_type(r) == "SOFTMAX" for r in g.readers(out)):
             return True
     return False
 
@@ -269,7 +252,7 @@ def split_outliers(g: GraphEditor, applied: list[dict[str, Any]],
     fcs = [op for op in g.sg.operators if g.op_type(op) == "FULLY_CONNECTED"
            and len(op.inputs) == 3 and int(op.inputs[2]) >= 0
            and g.constant(int(op.inputs[1])) is not None and g.constant(int(op.inputs[2])) is not None
-           and not is_graph_output(g, int(op.outputs[0]))
+           and not g.is_output(int(op.outputs[0]))
            and not getattr(op.builtinOptions, "fusedActivationFunction", 0)]
     if not fcs:
         return
