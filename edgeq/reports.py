@@ -23,6 +23,7 @@ class TflmCheck:
     version: str
     tolerance_lsb: int
     error: str | None = None
+    reference: str = "LiteRT reference kernels"  # what TFLM is compared with
     max_abs_diff_lsb_per_output: tuple[float, ...] = ()  # float only for float models
     within_tolerance: bool = False
     rounding_drift: bool = False
@@ -40,8 +41,7 @@ class TflmCheck:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"runs": self.runs, "samples": self.samples,
                              "arena_bytes": self.arena_bytes, "version": self.version,
-                             "tolerance_lsb": self.tolerance_lsb,
-                             "reference": "LiteRT reference kernels"}
+                             "tolerance_lsb": self.tolerance_lsb, "reference": self.reference}
         if not self.runs:
             return {**d, "error": self.error}
         return {**d, "max_abs_diff_lsb": self.max_abs_diff_lsb,

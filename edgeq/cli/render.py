@@ -57,7 +57,7 @@ def _tflm_lines(tflm: TflmCheck) -> list[str]:
     verdict = ("" if tflm.within_tolerance and not tflm.rounding_drift else
                " (rounding drift: no op parts)" if tflm.rounding_drift else
                f" (BEYOND tolerance {tflm.tolerance_lsb})")
-    lines = [f"TFLite Micro  runs; max |diff| vs LiteRT reference kernels {tflm.max_abs_diff_lsb:g} "
+    lines = [f"TFLite Micro  runs; max |diff| vs {tflm.reference} {tflm.max_abs_diff_lsb:g} "
              f"LSB over {tflm.samples} samples{verdict}"]
     if tflm.builtin_max_abs_diff_lsb:
         where = tflm.builtin_first_divergence

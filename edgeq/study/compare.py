@@ -408,7 +408,9 @@ def _bucket(lo: int, hi: int | None) -> str:
 def _options(op: Any) -> dict[str, Any]:
     """The op's builtin options, enums by name (fusedActivationFunction=RELU6)."""
     options: dict[str, Any] = {}
-    for key, value in vars(op.builtinOptions or object()).items():
+    if op.builtinOptions is None:  # TANH, RSQRT, ...: no options table
+        return options
+    for key, value in vars(op.builtinOptions).items():
         names = _ENUMS.get(key)
         if names and isinstance(value, int) and 0 <= value < len(names):
             options[key] = names[value]
