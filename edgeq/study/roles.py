@@ -31,10 +31,6 @@ class _Graph:
         op = self.producer.get(name)
         return op if op is not None and op.op == kind else None
 
-    def only_reader(self, op: OpInfo, kind: str) -> OpInfo | None:
-        readers = self.readers.get(op.name, [])
-        return readers[0] if len(readers) == 1 and readers[0].op == kind else None
-
     def activations(self, op: OpInfo) -> list[str]:
         """Inputs that are not constants."""
         flags = op.constant_inputs or (False,) * len(op.inputs)
@@ -52,23 +48,33 @@ def layernorms(ops: list[OpInfo]) -> list[tuple[str, set[int]]]:
         if mean is None or mean.inputs[0] != x:
             continue
         members = {mean.index, sub.index}
+        known = {x, m, sub.name}
         for reader in g.readers.get(sub.name, []):
             if reader.op == "MUL":
-                members |= {reader.index} | _chain(g, reader)
+                members |= {reader.index} | _chain(g, reader, known)
         if len(members) >= 5:
             found.append((x, members))
     return found
 
 
-def _chain(g: _Graph, op: OpInfo) -> set[int]:
-    """Single-reader elementwise ops after `op` (the variance and scale/shift steps)."""
+_NORM_OPS = ("MEAN", "ADD", "RSQRT", "SQRT", "DIV", "MUL")
+
+
+def _chain(g: _Graph, op: OpInfo, known: set[str]) -> set[int]:
+    """The single-reader elementwise ops after `op` that read only constants and the
+    LayerNorm's own tensors (the variance and scale/shift steps; never the residual ADD or a
+    pooling MUL after the LayerNorm)."""
     members: set[int] = set()
+    known.add(op.name)
     while True:
         readers = g.readers.get(op.name, [])
-        if len(readers) != 1 or readers[0].op not in ("MEAN", "ADD", "RSQRT", "SQRT", "DIV", "MUL"):
+        if len(readers) != 1 or readers[0].op not in _NORM_OPS:
             return members
         op = readers[0]
+        if any(name not in known for name in g.activations(op)):
+            return members
         members.add(op.index)
+        known.add(op.name)
 
 
 def op_roles(ops: list[OpInfo]) -> dict[str, set[int]]:
