@@ -50,6 +50,7 @@ DEFAULT_REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rs
 # an approximation (opt-in) by its own stated tolerance.
 EQUALITY_TOLERANCE = 1e-5
 APPROXIMATIONS = {"gelu-tanh": GELU_TANH_TOLERANCE}
+_OPT_OUT = "run with --no-rewrite, plus --rewrite NAME for each one you still want"
 PROOF_SAMPLES = 64
 _CONTRACT_OPS = {"SUB": "sub", "ADD": "add", "MUL": "mul", "DIV": "div"}
 
@@ -151,15 +152,13 @@ def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
         after = _run_float(rewritten.model.tflite, rewritten.dataset_for(data))
     except (RuntimeError, ValueError) as e:
         raise ModelError(f"rewrites ({names}) make the float model fail on the calibration "
-                         f"data: {explain_node(rewritten.model.tflite, str(e))}; run with "
-                         "--no-rewrite, or --rewrite naming only those you want") from e
+                         f"data: {explain_node(rewritten.model.tflite, str(e))}; {_OPT_OUT}") from e
     tolerance = max([EQUALITY_TOLERANCE] + [APPROXIMATIONS[a["rewrite"]] for a in rewritten.applied
                                             if a["rewrite"] in APPROXIMATIONS])
     worst, equal = _max_diff(before, after, tolerance)
     if not equal:
         raise ModelError(f"rewrites ({names}) changed the float outputs on the calibration data "
-                         f"(max |diff| {worst:.3g}); run with --no-rewrite, or --rewrite naming "
-                         "only those you want")
+                         f"(max |diff| {worst:.3g}); {_OPT_OUT}")
     return worst
 
 
