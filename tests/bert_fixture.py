@@ -1,5 +1,6 @@
 """A tiny BERT-shaped encoder as PyTorch -> ONNX -> onnx2tf delivers one (built in seconds):
-token + position embeddings behind Keras' negative-index LESS/ADD/SELECT, the attention mask
+int64 token ids and mask, token + position embeddings behind a negative-index LESS/ADD/SELECT,
+the attention mask
 as (1 - mask) * float32-min, LayerNorm decomposed into MEAN/SUB/MUL/SQRT/DIV, exact GELU, one
 residual outlier channel (BERT's), masked mean pooling, and every linear layer a
 BATCH_MATMUL with a constant weight followed by a bias ADD (how onnx2tf writes nn.Linear; the
@@ -90,7 +91,8 @@ def _keras_encoder() -> Any:
 
 
 def _as_onnx2tf_writes_it(tflite: bytes) -> bytes:
-    """FULLY_CONNECTED -> BATCH_MATMUL(x, W^T) + ADD(bias); RSQRT -> DIV(1, SQRT)."""
+    """FULLY_CONNECTED -> BATCH_MATMUL(x, W^T) + ADD(bias); RSQRT -> DIV(1, SQRT); int32
+    inputs -> int64 (PyTorch's token ids) with a CAST to int32 behind them."""
     from ai_edge_litert import schema_py_generated as schema
 
     from edgeq.model.editor import GraphEditor
@@ -122,6 +124,24 @@ def _as_onnx2tf_writes_it(tflite: bytes) -> bytes:
             ops += [sqrt, g.binary_op("DIV", [one, root], out)]
         else:
             ops.append(op)
-    g.sg.operators = ops
+    g.sg.operators = _int64_inputs(g) + ops
     g.prune()
     return pack_tree(tree)
+
+
+def _int64_inputs(g: Any) -> list[Any]:
+    """Make every int32 graph input int64 and give its readers a CAST of it to int32."""
+    casts = []
+    for index in (int(i) for i in g.sg.inputs):
+        tensor = g.sg.tensors[index]
+        if tensor.type != g.schema.TensorType.INT32:
+            continue
+        as_int32 = g.add_tensor(index, f"{g.tensor_name(index)}/Cast_output_0")
+        g.sg.tensors[as_int32].type = g.schema.TensorType.INT32
+        for op in g.sg.operators:
+            op.inputs = [as_int32 if int(i) == index else int(i) for i in op.inputs]
+        tensor.type = g.schema.TensorType.INT64
+        cast = g.schema.OperatorT()
+        cast.opcodeIndex, cast.inputs, cast.outputs = g.opcode("CAST"), [index], [as_int32]
+        casts.append(cast)
+    return casts

@@ -158,11 +158,14 @@ def test_compare_warns_where_litert_reference_kernels_are_wrong(bert) -> None:
     assert any("int8 SUM" in n and "LiteRT #4079" in n for n in notes)
 
 
-def test_with_gelu_tanh_the_encoder_runs_in_tflite_micro(bert) -> None:
+def test_with_gelu_tanh_and_int32_ids_the_encoder_runs_in_tflite_micro(bert) -> None:
     model, calib, evald = bert
+    plain = convert(ConvertConfig(model, None, calib, evald, show_progress=False))
+    assert "GELU" in (plain.report.tflm.error or "")  # as exported: TFLM has no GELU kernel
     result = convert(ConvertConfig(model, None, calib, evald, rewrites=(*DEFAULT_REWRITES,
-                                                                        "gelu-tanh"),
+                                                                        "gelu-tanh", "int32-ids"),
                                    show_progress=False))
+    assert [s.dtype for s in result.report.inputs] == ["int32", "int32"]  # no int64 in TFLM
     tflm = result.report.tflm
     assert tflm.runs, tflm.error
     # LiteRT's int8 SUM reference kernel is wrong (LiteRT#4079): TFLM is judged against the

@@ -49,7 +49,8 @@ def cli(verbose: int) -> None:
               help="Graph rewrite, proved on float outputs. On by default: neg, "
                    "squared-difference, matmul-fc, index-fixup, rsqrt, mask-magnitude, "
                    "outlier-split. On request: preprocessing (input normalisation moves out into "
-                   "preprocessing.json), gelu-tanh (an approximation, for TFLite Micro), or all.")
+                   "preprocessing.json), gelu-tanh (an approximation, for TFLite Micro), int32-ids "
+                   "(int64 inputs as int32, for TFLite Micro), or all.")
 @click.option("--no-rewrite", is_flag=True,
               help="Leave the graph as it is (none of the default rewrites).")
 @click.option("--strict", is_flag=True,

@@ -4,7 +4,8 @@ the rewrite changes nothing on float outputs.
 - `neg`: NEG (no int8/int16 rule in litert-quantizer; LayerNorm's mean negation) -> MUL by -1.
 - `squared-difference`: SQUARED_DIFFERENCE (no int16 rule; LayerNorm's variance) -> SUB, MUL.
 - `matmul-fc`, `index-fixup`, `rsqrt`, `mask-magnitude`, `outlier-split`: the graphs
-  transformers arrive as, and their outlier channels (see edgeq.model.transformer).
+  transformers arrive as, and their outlier channels; opt-in `gelu-tanh` and `int32-ids` for
+  TFLite Micro (see edgeq.model.transformer).
 - `preprocessing`: elementwise ops with constants right after a graph input (a Keras
   Normalization layer over raw, wide-range features) move out of the model into a
   preprocessing contract (constants + formula) that travels with the model: the quantised model
@@ -13,6 +14,7 @@ the rewrite changes nothing on float outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,17 +23,18 @@ from typing import Any
 import numpy as np
 
 from device_agent.preprocessing import Contract
-from device_agent.runtimes import LiteRTRuntime
+from device_agent.runtimes import LiteRTRuntime, TensorSpec
 from edgeq.capture import captured_output
 from edgeq.errors import InputError, ModelError
 from edgeq.model.data import Dataset
 from edgeq.model.editor import GraphEditor
-from edgeq.model.flatbuffer import explain_node, pack_tree, read_tree
+from edgeq.model.flatbuffer import explain_node, pack_tree, read_tree, tensor_type_name
 from edgeq.model.load import FloatModel
 from edgeq.model.transformer import (
     GELU_TANH_TOLERANCE,
     fuse_rsqrt,
     gelu_to_tanh,
+    int64_inputs_to_int32,
     matmul_to_fully_connected,
     remove_index_fixups,
     shrink_masks,
@@ -40,7 +43,7 @@ from edgeq.model.transformer import (
 
 log = logging.getLogger("edgeq")
 REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt", "mask-magnitude",
-            "outlier-split", "gelu-tanh", "preprocessing")
+            "outlier-split", "gelu-tanh", "int32-ids", "preprocessing")
 # Equal in float (proved on the calibration data) and leave the model's inputs as they are: on
 # unless --no-rewrite. `preprocessing` changes what the model takes (a contract travels with
 # it), so it is only done when asked.
@@ -94,11 +97,10 @@ class Rewritten:
         return None if data is None else self.dataset_for(data)
 
     def dataset_for(self, data: Dataset) -> Dataset:
-        """`data` with each preprocessing contract applied to its input."""
-        if not self.contracts:
-            return data
+        """`data` with each preprocessing contract applied to its input, and integer inputs in
+        the rewritten model's integer type (int32-ids)."""
         by_name = {c.input: c for c in self.contracts}
-        inputs = tuple(by_name[s.name].apply(x) if s.name in by_name else x
+        inputs = tuple(_as_input(by_name[s.name].apply(x) if s.name in by_name else x, s)
                        for s, x in zip(self.model.inputs, data.inputs))
         return Dataset(inputs, data.y, data.source)
 
@@ -137,12 +139,27 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
         (log.debug if asked else log.warning)("rewrites %s: nothing in this model to rewrite",
                                               ", ".join(names))
         return Rewritten(model)
-    result = Rewritten(FloatModel(pack_tree(tree), model.source, model.kind, model.inputs,
-                                  model.outputs), applied, contracts)
+    inputs, outputs = _retyped(model.inputs, graph, graph.sg.inputs), \
+        _retyped(model.outputs, graph, graph.sg.outputs)
+    result = Rewritten(FloatModel(pack_tree(tree), model.source, model.kind, inputs, outputs),
+                       applied, contracts)
     result.max_abs_diff = _prove_equal(model.tflite, result, proof)
     for a in applied if not quiet else ():
         log.info("rewrite %s: %s", a["rewrite"], a["why"])
     return result
+
+
+def _as_input(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if np.issubdtype(x.dtype, np.integer) and x.dtype.name != spec.dtype:
+        return x.astype(spec.dtype)
+    return x
+
+
+def _retyped(specs: tuple[TensorSpec, ...], graph: GraphEditor,
+             indices: Any) -> tuple[TensorSpec, ...]:
+    """The specs with each tensor's dtype as the rewritten graph has it."""
+    return tuple(dataclasses.replace(s, dtype=tensor_type_name(graph.sg.tensors[int(i)].type))
+                 for s, i in zip(specs, indices))
 
 
 def _prove_equal(original: bytes, rewritten: Rewritten, data: Dataset) -> float:
@@ -178,9 +195,15 @@ def _max_diff(before: list[np.ndarray], after: list[np.ndarray],
 def channel_peaks(tflite: bytes, tensors: list[int], data: Dataset) -> dict[int, np.ndarray]:
     """Per last-axis channel, the max |value| each tensor takes over `data` (float model)."""
     peaks: dict[int, np.ndarray] = {}
-    with captured_output("LiteRT"), LiteRTRuntime(tflite, preserve_all_tensors=True) as rt:
+    try:
+        with captured_output("LiteRT"):
+            rt = LiteRTRuntime(tflite, preserve_all_tensors=True)
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"the rewritten float model does not run: {explain_node(tflite, str(e))}"
+                         f"; {_OPT_OUT}") from e
+    with rt:
         for k in range(len(data)):
-            rt.infer(data.sample(k))
+            rt.infer(_feed(rt, data, k))
             for t in tensors:
                 value = np.abs(rt.interpreter.get_tensor(t))
                 channel_max = value.reshape(-1, value.shape[-1]).max(axis=0)
@@ -188,11 +211,16 @@ def channel_peaks(tflite: bytes, tensors: list[int], data: Dataset) -> dict[int,
     return peaks
 
 
+def _feed(rt: LiteRTRuntime, data: Dataset, k: int) -> list[np.ndarray]:
+    """Sample k, integer inputs in the types this (possibly rewritten) model takes."""
+    return [_as_input(x, spec) for x, spec in zip(data.sample(k), rt.inputs())]
+
+
 def _run_float(tflite: bytes, data: Dataset) -> list[np.ndarray]:
     with captured_output("LiteRT"):
         rt = LiteRTRuntime(tflite)
     with rt:
-        runs = [rt.infer(data.sample(k)) for k in range(len(data))]
+        runs = [rt.infer(_feed(rt, data, k)) for k in range(len(data))]
     return [np.concatenate([r[i] for r in runs]).astype(np.float64) for i in range(len(runs[0]))]
 
 
@@ -289,4 +317,4 @@ def _affine_step(g: GraphEditor, consumers: list[Any], tensor: int) -> tuple[str
 _GRAPH_REWRITES: tuple[tuple[str, Callable[[GraphEditor, list[dict[str, Any]]], None]], ...] = (
     ("neg", replace_neg), ("squared-difference", replace_squared_difference),
     ("matmul-fc", matmul_to_fully_connected), ("index-fixup", remove_index_fixups),
-    ("rsqrt", fuse_rsqrt), ("gelu-tanh", gelu_to_tanh))
+    ("rsqrt", fuse_rsqrt), ("gelu-tanh", gelu_to_tanh), ("int32-ids", int64_inputs_to_int32))

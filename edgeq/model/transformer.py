@@ -20,6 +20,7 @@ proved on float outputs by `rewrite.rewrite` like every other rewrite:
   range that holds both the mask and the scores; at -36 (MiniLM's) it can.
 - `gelu-tanh` (opt-in, an approximation with its own tolerance): GELU -> its tanh form from
   MUL/ADD/TANH, for TFLite Micro, which has no GELU kernel.
+- `int32-ids` (opt-in: the model then takes int32): int64 inputs -> int32, for TFLite Micro.
 """
 
 from __future__ import annotations
@@ -346,3 +347,60 @@ def gelu_to_tanh(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
                                f"kernel); an approximation, accepted within {GELU_TANH_TOLERANCE:g} "
                                "of the float outputs' range"})
     g.sg.operators = ops
+
+
+_PASS_THROUGH = {"RESHAPE", "EXPAND_DIMS", "SQUEEZE", "TRANSPOSE", "GATHER", "SLICE",
+                 "STRIDED_SLICE", "CONCATENATION"}
+
+
+def int64_inputs_to_int32(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
+    """int64 graph inputs (token ids as PyTorch exports them) -> int32: TFLite Micro's kernels
+    take no int64. A CAST to int32 right after the input goes; shape-only ops that pass the
+    ids on (to an output, say) carry int32 too. Changes what the model takes (int32 ids), so
+    opt-in; proved equal for ids below 2**31."""
+    int64, int32 = g.schema.TensorType.INT64, g.schema.TensorType.INT32
+    for index in (int(i) for i in g.sg.inputs):
+        tensor = g.sg.tensors[index]
+        if tensor.type != int64:
+            continue
+        tensor.type = int32
+        _retype_readers(g, index, int64, int32)
+        applied.append({"rewrite": "int32-ids", "op": g.tensor_name(index),
+                        "why": "int64 input -> int32 (TFLite Micro's kernels take no int64; "
+                               "feed int32 ids)"})
+
+
+def _retype_readers(g: GraphEditor, tensor: int, old: int, new: int) -> None:
+    for reader in g.readers(tensor):
+        out = int(reader.outputs[0])
+        out_type = g.sg.tensors[out].type
+        if g.op_type(reader) == "CAST" and out_type == new:  # now a no-op: readers take the input
+            for later in g.readers(out):
+                later.inputs = [tensor if int(i) == out else int(i) for i in later.inputs]
+            g.sg.outputs = [tensor if int(i) == out else int(i) for i in g.sg.outputs]
+            g.sg.operators = [op for op in g.sg.operators if op is not reader]
+        elif g.op_type(reader) in _PASS_THROUGH and out_type == old and \
+                int(reader.inputs[0]) == tensor:
+            g.sg.tensors[out].type = new
+            _retype_readers(g, out, old, new)
+        elif g.op_type(reader) in _ELEMENTWISE and out_type == old and all(
+                int(i) == tensor or g.int_constant(int(i)) is not None for i in reader.inputs):
+            for i in (int(i) for i in reader.inputs if int(i) != tensor):
+                _to_int32_constant(g, i)
+            g.sg.tensors[out].type = new
+            _retype_readers(g, out, old, new)
+
+
+_ELEMENTWISE = {"MUL", "ADD", "SUB", "MAXIMUM", "MINIMUM"}
+
+
+def _to_int32_constant(g: GraphEditor, index: int) -> None:
+    """An int64 constant as int32 (its own buffer: it may be shared)."""
+    value = g.int_constant(index)
+    if value is None or g.sg.tensors[index].type == g.schema.TensorType.INT32:
+        return
+    buf = g.schema.BufferT()
+    buf.data = np.frombuffer(value.astype(np.int32).tobytes(), np.uint8)
+    g.tree.buffers.append(buf)
+    g.sg.tensors[index].buffer = len(g.tree.buffers) - 1
+    g.sg.tensors[index].type = g.schema.TensorType.INT32
