@@ -193,7 +193,8 @@ def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Cons
     moves: list[tuple[Study, Point]] = []
     if old is None:  # range settings as moves: all-int8 and the plan chosen so far, recalibrated
         first = _choose(points, constraint, study.evaluator.metric, int16).chosen
-        moves = calibration_moves(study, [int8] + ([first] if first and first is not int8 else []))
+        moves = calibration_moves(study, [int8] + ([first] if first and first is not int8 else []),
+                                  show_progress)
         for other, point in moves:
             points.append(point)
             owner[id(point)] = other
@@ -221,23 +222,28 @@ ALTERNATIVE_CALIBRATIONS = ("percentile:99.99", "mse")
 FAST_LATENCY = 2.0  # x all-int8: beyond it the summary names the best plan that is not
 
 
-def calibration_moves(study: Study, plans: list[Point]) -> list[tuple[Study, Point]]:
+def calibration_moves(study: Study, plans: list[Point],
+                      show_progress: bool = False) -> list[tuple[Study, Point]]:
     """`plans` again under each other range setting: one calibration per setting and one run
     per plan, each point labelled `LABEL [SETTING]` and owned by its own study."""
+    methods = [m for m in ALTERNATIVE_CALIBRATIONS if str(study.session.method) != m]
+    bar = RunProgress(len(methods) * len(plans), "range settings", show_progress)
     moves = []
-    for method in ALTERNATIVE_CALIBRATIONS:
-        if str(study.session.method) == method:
-            continue
-        session = QuantSession(study.session.model, study.session.calib,
-                               CalibrationMethod.parse(method), show_progress=False,
-                               kernels=study.session.kernels, quiet=True)
-        ev = study.evaluator
-        evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency)
-        other = dataclasses.replace(study, session=session, evaluator=evaluator)
-        moves += [(other, evaluator.run(set(p.int16), Precision(p.default), f"{p.label} [{method}]"))
-                  for p in plans]
-        ev.runs += evaluator.runs
-        ev.run_seconds += evaluator.run_seconds
+    try:
+        for method in methods:
+            session = QuantSession(study.session.model, study.session.calib,
+                                   CalibrationMethod.parse(method), show_progress=False,
+                                   kernels=study.session.kernels, quiet=True)
+            ev = study.evaluator
+            evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency)
+            evaluator.progress = bar
+            other = dataclasses.replace(study, session=session, evaluator=evaluator)
+            moves += [(other, evaluator.run(set(p.int16), Precision(p.default),
+                                            f"{p.label} [{method}]")) for p in plans]
+            ev.runs += evaluator.runs
+            ev.run_seconds += evaluator.run_seconds
+    finally:
+        bar.close()
     return moves
 
 
