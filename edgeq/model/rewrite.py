@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.preprocessing import Contract
-from device_agent.runtimes import LiteRTRuntime, TensorSpec
+from device_agent.runtimes import LiteRTRuntime, TensorSpec, quantize
 from edgeq.capture import captured_output
 from edgeq.errors import InputError, ModelError
 from edgeq.model.data import Dataset
@@ -97,10 +97,10 @@ class Rewritten:
         return None if data is None else self.dataset_for(data)
 
     def dataset_for(self, data: Dataset) -> Dataset:
-        """`data` with each preprocessing contract applied to its input, and integer inputs in
-        the rewritten model's integer type (int32-ids)."""
+        """`data` with each preprocessing contract applied to its input, each input in the
+        rewritten model's type (int32-ids; a float model's specs are never quantised)."""
         by_name = {c.input: c for c in self.contracts}
-        inputs = tuple(_as_input(by_name[s.name].apply(x) if s.name in by_name else x, s)
+        inputs = tuple(quantize(by_name[s.name].apply(x) if s.name in by_name else x, s)
                        for s, x in zip(self.model.inputs, data.inputs))
         return Dataset(inputs, data.y, data.source)
 
@@ -147,12 +147,6 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
     for a in applied if not quiet else ():
         log.info("rewrite %s: %s", a["rewrite"], a["why"])
     return result
-
-
-def _as_input(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if np.issubdtype(x.dtype, np.integer) and x.dtype.name != spec.dtype:
-        return x.astype(spec.dtype)
-    return x
 
 
 def _retyped(specs: tuple[TensorSpec, ...], graph: GraphEditor,
@@ -213,7 +207,7 @@ def channel_peaks(tflite: bytes, tensors: list[int], data: Dataset) -> dict[int,
 
 def _feed(rt: LiteRTRuntime, data: Dataset, k: int) -> list[np.ndarray]:
     """Sample k, integer inputs in the types this (possibly rewritten) model takes."""
-    return [_as_input(x, spec) for x, spec in zip(data.sample(k), rt.inputs())]
+    return [quantize(x, spec) for x, spec in zip(data.sample(k), rt.inputs())]
 
 
 def _run_float(tflite: bytes, data: Dataset) -> list[np.ndarray]:
