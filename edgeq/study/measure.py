@@ -228,13 +228,15 @@ class Evaluator:
     """Quantises a plan with the session's one calibration and measures it on eval data."""
 
     def __init__(self, session: QuantSession, data: Dataset, metric: Metric,
-                 latency_runs: int = 100, latency: LatencySetting = BUILTIN_LATENCY) -> None:
+                 latency_runs: int = 100, latency: LatencySetting = BUILTIN_LATENCY,
+                 reference: Outputs | None = None) -> None:
+        """`reference`: the float model's outputs on `data`, when already run."""
         self.session = session
         self.data = data
         self.metric = metric
         self.latency_runs = latency_runs
         self.latency = latency
-        self.reference: Outputs = run_model(session.model.tflite, data)
+        self.reference: Outputs = reference or run_model(session.model.tflite, data)
         self.names = [s.name for s in session.model.outputs]
         self.float_metrics = compare(self.reference, self.reference, self.names, data.y)
         self.runs = 0

@@ -235,7 +235,8 @@ def calibration_moves(study: Study, plans: list[Point],
                                    CalibrationMethod.parse(method), show_progress=False,
                                    kernels=study.session.kernels, quiet=True)
             ev = study.evaluator
-            evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency)
+            evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency,
+                                  ev.reference)  # same float model, same data
             evaluator.progress = bar
             other = dataclasses.replace(study, session=session, evaluator=evaluator)
             moves += [(other, evaluator.run(set(p.int16), Precision(p.default),
