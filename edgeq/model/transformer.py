@@ -105,8 +105,9 @@ def _bias_add(g: GraphEditor, out: int, n: int) -> tuple[Any | None, np.ndarray 
 def remove_index_fixups(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
     """SELECT(LESS(i, 0), ADD(i, n), i) -> i, for every reader of the SELECT."""
     dead: list[Any] = []
+    producers = {int(o): p for p in g.sg.operators for o in p.outputs}
     for op in g.sg.operators:
-        fixup = _index_fixup(g, op)
+        fixup = _index_fixup(g, op, producers)
         if fixup is None:
             continue
         index, select_out, parts = fixup
@@ -120,12 +121,12 @@ def remove_index_fixups(g: GraphEditor, applied: list[dict[str, Any]]) -> None:
     g.sg.operators = [op for op in g.sg.operators if not any(op is d for d in dead)]
 
 
-def _index_fixup(g: GraphEditor, op: Any) -> tuple[int, int, list[Any]] | None:
+def _index_fixup(g: GraphEditor, op: Any,
+                 producers: dict[int, Any]) -> tuple[int, int, list[Any]] | None:
     if g.op_type(op) not in ("SELECT", "SELECT_V2") or len(op.inputs) != 3:
         return None
     cond, wrapped, index = (int(i) for i in op.inputs)
     select_out = int(op.outputs[0])
-    producers = {int(o): p for p in g.sg.operators for o in p.outputs}
     less, add = producers.get(cond), producers.get(wrapped)
     if less is None or add is None or g.op_type(less) != "LESS" or g.op_type(add) != "ADD":
         return None

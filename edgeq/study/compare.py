@@ -235,18 +235,18 @@ def compare_runtimes(tflite: bytes, raw_inputs: Sequence[np.ndarray],
                                                                 ref_name, tolerance))
         results.append(result)
     return Comparison(len(raw_inputs[0]) if raw_inputs else 0, results[0], tuple(results[1:]),
-                      tol, tuple(diagnose(tflite)))
+                      tol, tuple(diagnose(tflite, tree)))
 
 
-def diagnose(tflite: bytes) -> list[str]:
-    """Model-level facts that make runtimes disagree."""
+def diagnose(tflite: bytes, tree: Any = None) -> list[str]:
+    """Model-level facts that make runtimes disagree (`tree`: the parsed model, if at hand)."""
     found = []
     external = external_buffers(tflite)
     if external:
         found.append(f"{len(external)} constant buffers are stored outside the flatbuffer "
                      "(offset/size): LiteRT reads them, TFLite Micro reads only inline data and "
                      "computes with missing weights; `edgeq convert` writes them inline")
-    tree = read_tree(tflite)
+    tree = tree or read_tree(tflite)
     int8_sums = [k for k, op in enumerate(tree.subgraphs[0].operators)
                  if op_type(tree, op) == "SUM"
                  and tensor_type_name(tree.subgraphs[0].tensors[int(op.inputs[0])].type) == "int8"]
