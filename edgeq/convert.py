@@ -201,12 +201,12 @@ def tflm_check(tflite: bytes, quant_out: Outputs, float_out: Outputs | None = No
     if comparison.result("litert-ref").error:  # e.g. LiteRT's int8 SUM reference kernel bug
         reference_name = (f"LiteRT builtin kernels (its reference kernels fail: "
                           f"{comparison.result('litert-ref').error[:160]})")
-        runtimes = ("litert-builtin", "tflm", "litert-builtin")
-        comparison = compare_runtimes(tflite, raw, runtimes[:2], False, tolerance, floats, labels)
+        runtimes = ("litert-builtin", "tflm")
+        comparison = compare_runtimes(tflite, raw, runtimes, False, tolerance, floats, labels)
     if not comparison.ok and not comparison.result("tflm").error:
-        comparison = compare_runtimes(tflite, raw, tuple(dict.fromkeys(runtimes)), True,
-                                      tolerance, floats, labels)
-    reference, tflm, builtin = (comparison.result(r) for r in runtimes)
+        comparison = compare_runtimes(tflite, raw, runtimes, True, tolerance, floats, labels)
+    reference, tflm = comparison.result(runtimes[0]), comparison.result("tflm")
+    builtin = comparison.result("litert-builtin")
     check = TflmCheck(not tflm.error, len(samples), default_tflm_arena(len(tflite)), tflm.version,
                       comparison.tolerance_lsb, error=tflm.error or None, reference=reference_name)
     if tflm.error:
