@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_agent.preprocessing import Contract
 from edgeq.fsutil import atomic_output_dir
 from edgeq.model.data import Dataset
 from edgeq.model.graph import OpInfo, input_tensor_names
@@ -344,6 +345,15 @@ def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
     return report
 
 
+def preprocessing_probe(study: Study) -> list[Contract]:
+    """The contracts `--rewrite preprocessing` would move out of this model ([] when it is
+    applied already or finds nothing)."""
+    if "preprocessing" in study.rewritten.names:
+        return []
+    return rewrite(study.session.model, ("preprocessing",), study.session.calib,
+                   quiet=True).contracts
+
+
 def rewrite_hints(study: Study, report: dict[str, Any]) -> list[str]:
     """Rewrites that would help this model and are not applied yet."""
     hints = []
@@ -351,16 +361,14 @@ def rewrite_hints(study: Study, report: dict[str, Any]) -> list[str]:
     if blocked:
         hints.append(f"{' and '.join(blocked)} cannot be int16 (no quantizer rule); "
                      "--rewrite neg,squared-difference replaces them by equivalent ops that can")
-    if "preprocessing" not in study.rewritten.names:
-        model = study.session.model
-        probe = rewrite(model, ("preprocessing",), study.session.calib, quiet=True)
-        for c in probe.contracts:
-            name = next(i for s, i in zip(model.inputs, input_tensor_names(model.tflite))
-                        if s.name == c.input)
-            lo, hi = (float(study.session.stats[name][k].ravel()[0]) for k in ("min", "max"))
-            hints.append(f"input '{c.input}' (raw range [{lo:.4g}, {hi:.4g}]) is normalised inside "
-                         f"the model as {c.formula()}: --rewrite preprocessing moves that out into "
-                         "a preprocessing contract so the quantised input holds normalised values")
+    model = study.session.model
+    for c in preprocessing_probe(study):
+        name = next(i for s, i in zip(model.inputs, input_tensor_names(model.tflite))
+                    if s.name == c.input)
+        lo, hi = (float(study.session.stats[name][k].ravel()[0]) for k in ("min", "max"))
+        hints.append(f"input '{c.input}' (raw range [{lo:.4g}, {hi:.4g}]) is normalised inside "
+                     f"the model as {c.formula()}: --rewrite preprocessing moves that out into "
+                     "a preprocessing contract so the quantised input holds normalised values")
     return hints
 
 

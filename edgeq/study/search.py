@@ -20,7 +20,7 @@ from typing import Any
 from edgeq.errors import InputError, PlanError
 from edgeq.fsutil import atomic_output_dir
 from edgeq.model.inputs import write_contract
-from edgeq.model.rewrite import Rewritten, rewrite
+from edgeq.model.rewrite import Rewritten
 from edgeq.progress import RunProgress, progress
 from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.plan import Plan, check_plan
@@ -33,6 +33,7 @@ from edgeq.study.analyze import (
     attribute_errors,
     measure_sensitivity,
     prepare,
+    preprocessing_probe,
     sensitivity_report,
     upgrade_cost,
     verdict,
@@ -254,10 +255,7 @@ def propose_preprocessing(study: Study, model_path: Path, calib_path: Path, eval
     """When the model normalises a raw input inside itself and `preprocessing` is not applied:
     the same model with that moved into a contract, its all-int8 and all-int16x8 measured (one
     more load and calibration, two runs)."""
-    if "preprocessing" in study.rewritten.names:
-        return None
-    probe = rewrite(study.session.model, ("preprocessing",), study.session.calib, quiet=True)
-    if not probe.contracts:
+    if not preprocessing_probe(study):
         return None
     with_contract = (*study.rewritten.names, "preprocessing")
     other = prepare(model_path, calib_path, eval_path, metric, calibration, False, False,
