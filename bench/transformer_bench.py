@@ -321,17 +321,20 @@ def main() -> None:
                venv, CACHE / "onnx" / ("model.onnx" if args.layers == 3 else
                                        f"model_l{args.layers}.onnx"), float_path, ev_ids, ev_mask)}
     if not args.no_search:
-        from edgeq.study.search import search
+        from edgeq.study.search import search, write_search
 
         start = time.perf_counter()
         found = search(float_path, data / "calib.npz", data / "eval.npz", metric="cosine",
                        show_progress=False)
         wall = time.perf_counter() - start
+        write_search(CACHE / f"search_l{args.layers}", found)  # pareto.json/png to look at
         chosen = found.choice.chosen
         rows.append(row("edgeq search (chosen plan)", found.tflite or None, reference, ev_ids,
                         ev_mask, plan=chosen.label if chosen else None,
                         int16_ops=chosen.int16_ops if chosen else None))
         out["search"] = {"wall_s": round(wall, 1), "runs": found.report.runs,
+                         "output": str(CACHE / f"search_l{args.layers}"),
+                         "timing_s": found.report.timing_s,
                          "candidates": found.report.candidates,
                          "verdict": found.report.verdict.text,
                          "frontier_bytes": found.report.frontier_labels("bytes")}

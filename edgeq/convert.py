@@ -109,7 +109,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
                  for o in quantized.outcomes if o.reason and o.requested is Precision.INT16]
     data = evald or calib
     t0 = time.perf_counter()
-    float_out = run_model(model.tflite, data, cfg.show_progress, "float model")
+    float_out = run_model(model.tflite, data, cfg.show_progress, "float model", xnnpack=True)
     quant_out = run_model(quantized.tflite, data, cfg.show_progress, "quantised model")
     metrics = compare(float_out, quant_out, [s.name for s in model.outputs], data.y)
     metrics["data"] = "eval" if evald else "calib"

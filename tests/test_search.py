@@ -53,9 +53,14 @@ def test_search_writes_frontier_plan_and_model_within_budget(tmp_path, capsys) -
                                                "sensitivity.json", "plan.json", "model.tflite",
                                                ".edgeq-output.json"}
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # 3N+2, plus all-int8 and the first choice under each other range setting (labelled so)
-    moves = [p for p in report["points"] if p["label"].endswith(("[percentile:99.99]", "[mse]"))]
-    assert 1 <= len(moves) <= 4
+    # 3N+2, plus all-int8 and the first choice under each other range setting (labelled so;
+    # --calibration auto went on with the setting whose all-int8 scored best)
+    moves = [p for p in report["points"]
+             if p["label"].endswith(("[minmax]", "[percentile:99.99]", "[mse]"))]
+    assert 2 <= len(moves) <= 4
+    int8_moves = [p for p in moves if p["label"].startswith("all-int8 [")]
+    assert len(int8_moves) == 2 and all(p["score"] <= report["endpoints"]["all_int8"]["score"]
+                                        for p in int8_moves)
     assert report["runs"] <= 3 * report["candidates"] + 2 + len(moves) == report["run_budget"]
     points = {p["label"]: p for p in report["points"]}
     front = [points[label] for label in report["frontier"]["bytes"]]
@@ -98,6 +103,20 @@ def test_a_slow_choice_names_the_best_plan_within_twice_int8_latency() -> None:
     assert "within 2x, +stream reaches 27.00 dB at 1.30x" in report.faster_text()
     fast_choice = choose(pts, Constraint("max_drop", 3.5, "latency_ms"), pts[1], Metric("sqnr_db"))
     assert fast_choice.chosen.label == "+stream" and _report(pts, fast_choice).faster is None
+
+
+@pytest.mark.unit
+def test_plans_of_the_same_size_are_chosen_by_latency() -> None:
+    # a transformer's plans differ by 0.1% in bytes and by 5x in latency: within 1% of the
+    # smallest qualifying size the fastest wins; beyond it, size still decides
+    pts = [_point("all-int8", 10, 1000, ms=1.0), _point("all-int16x8", 30, 1500, ms=50.0),
+           _point("+layernorm", 29.6, 1002, ms=6.0), _point("+segments", 29.2, 1005, ms=1.6),
+           _point("+wide", 29.8, 1200, ms=1.1)]
+    choice = choose(pts, Constraint(), pts[1], Metric("sqnr_db"))
+    assert choice.chosen.label == "+segments"
+    assert "smallest bytes (within 1%: fastest)" in choice.description
+    pts[3] = _point("+segments", 29.2, 1013, ms=1.6)  # 1.1% over +layernorm: no longer the same size
+    assert choose(pts, Constraint(), pts[1], Metric("sqnr_db")).chosen.label == "+layernorm"
 
 
 def test_unmet_constraint_names_the_best_point_and_writes_no_plan(tmp_path, capsys) -> None:

@@ -13,12 +13,14 @@ from edgeq.convert import ConvertConfig, convert
 from edgeq.errors import ModelError
 from edgeq.model.data import Dataset, load_dataset
 from edgeq.model.graph import read_ops
+from edgeq.model.layernorm import NORM_TARGET
 from edgeq.model.load import load_model
 from edgeq.model.rewrite import DEFAULT_REWRITES, rewrite
 from edgeq.model.transformer import MASK_LADDER
 from edgeq.study.roles import layernorms, op_roles
 
-TRANSFORMER_REWRITES = {"matmul-fc", "index-fixup", "rsqrt", "mask-magnitude", "outlier-split"}
+TRANSFORMER_REWRITES = {"matmul-fc", "index-fixup", "rsqrt", "mask-magnitude", "outlier-split",
+                        "outlier-norm"}
 
 
 def _pooled_cosine(result) -> float:
@@ -39,8 +41,44 @@ def test_every_transformer_rewrite_applies_and_is_proved_equal(bert) -> None:
     assert after.count("BATCH_MATMUL") == 4 and after.count("FULLY_CONNECTED") >= 12
     mask = next(a for a in done.applied if a["rewrite"] == "mask-magnitude")
     assert "-3.4e+38" in mask["why"]
-    split = [a for a in done.applied if a["rewrite"] == "outlier-split"]
-    assert split and "[7]" in split[0]["why"]  # the fixture's planted residual outlier
+    for name in ("outlier-split", "outlier-norm"):  # the fixture's planted residual outlier
+        assert "[7]" in next(a for a in done.applied if a["rewrite"] == name)["why"]
+
+
+def test_outlier_norm_scales_the_outlier_down_along_the_stream_and_int8_gains(bert) -> None:
+    model, calib, evald = bert
+    without = tuple(r for r in DEFAULT_REWRITES if r != "outlier-norm")
+    results = {name: convert(ConvertConfig(model, None, calib, evald, rewrites=rewrites,
+                                           show_progress=False))
+               for name, rewrites in (("with", DEFAULT_REWRITES), ("without", without))}
+    applied = [a for a in results["with"].report.rewrites.applied if a["rewrite"] == "outlier-norm"]
+    assert len(applied) == 1 and applied[0]["why"].startswith("5 LayerNorm(s) on one residual stream")
+    ratios = {name: _outlier_ratios(r.report.rewrites, calib, load_model(model))
+              for name, r in results.items()}
+    # the planted channel peaks > 8x the median channel at some LayerNorm input without the
+    # rewrite; with it, at no more than twice the target (the scales are a ladder of halves)
+    assert max(ratios["without"]) > 8.0
+    assert max(ratios["with"]) <= 2 * NORM_TARGET + 1e-3, ratios
+    error = {name: 1 - _pooled_cosine(r) for name, r in results.items()}
+    assert error["with"] < 0.5 * error["without"], error
+
+
+def _outlier_ratios(rewritten, calib, model) -> list[float]:
+    """Channel 7's peak / the median channel's, at every LayerNorm input."""
+    from edgeq.model.rewrite import channel_peaks
+
+    names = _tensor_names(rewritten.model.tflite)
+    inputs = [names.index(x) for x, _ in layernorms(read_ops(rewritten.model.tflite))]
+    float_calib = rewritten.dataset_for(load_dataset(calib, model.inputs))
+    peaks = channel_peaks(rewritten.model.tflite, inputs, float_calib)
+    return [float(p[7] / np.median(p)) for p in peaks.values()]
+
+
+def _tensor_names(tflite: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [d["name"] for d in sorted(Interpreter(model_content=tflite).get_tensor_details(),
+                                      key=lambda d: d["index"])]
 
 
 def test_mask_magnitude_is_the_smallest_that_keeps_float_outputs(bert) -> None:
@@ -96,7 +134,9 @@ def test_roles_are_found_from_the_graph_structure(bert) -> None:
     done = rewrite(model, DEFAULT_REWRITES, load_dataset(bert[1], model.inputs))
     ops = read_ops(done.model.tflite)
     roles = op_roles(ops)
-    assert len(layernorms(ops)) == 5  # embeddings + 2 per layer
+    norms = layernorms(ops)
+    assert len(norms) == 5  # embeddings + 2 per layer, each rewritten by outlier-norm
+    assert sorted(len(members) for _, members in norms)[-1] > 9  # its statistics FCs included
     by_index = {op.index: op for op in ops}
     assert {by_index[i].op for i in roles["softmax"]} == {"SOFTMAX", "ADD"}
     assert len(roles["attention-matmul"]) == 4
@@ -104,6 +144,12 @@ def test_roles_are_found_from_the_graph_structure(bert) -> None:
     assert len(roles["residual"]) >= 4  # one before each LayerNorm of the layers, + merges
     assert roles["residual-stream"] == roles["layernorm"] | roles["residual"]
     assert {by_index[i].op for i in roles["matmul"]} == {"FULLY_CONNECTED"}
+    # one island per LayerNorm: its ops and the residual ADDs that make its input, together
+    # the whole residual stream, none of them overlapping
+    segments = [roles[f"residual-stream[{k}]"] for k in range(5)]
+    assert set().union(*segments) == roles["residual-stream"]
+    assert sum(len(s) for s in segments) == len(roles["residual-stream"])
+    assert all(members <= segments[k] for k, (_, members) in enumerate(norms))
 
 
 def test_search_on_a_transformer_moves_roles_and_finds_a_cheap_precise_plan(bert, tmp_path,
@@ -120,6 +166,26 @@ def test_search_on_a_transformer_moves_roles_and_finds_a_cheap_precise_plan(bert
     best = max(p["value"] for p in report["points"] if "value" in p)
     assert chosen["value"] >= best - 0.01
     assert chosen["bytes"] <= 1.1 * int8["bytes"]
+
+
+def test_screening_measures_sensitivity_on_a_subset_and_the_frontier_on_all(bert, tmp_path,
+                                                                           capsys) -> None:
+    model, calib, evald = bert
+    code, _out, err = run_cli(["search", str(model), "-o", str(tmp_path / "s"), "--calib",
+                              str(calib), "--eval", str(evald), "--metric", "cosine",
+                              "--screen", "8"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    full = report["data"]["samples"]
+    points = {p["label"]: p for p in report["points"]}
+    assert {p["samples"] for p in points.values()} == {8, full}
+    assert all(points[label]["samples"] == full
+               for axis in ("bytes", "latency_ms") for label in report["frontier"][axis])
+    assert report["chosen"]["samples"] == full
+    assert report["runs"] <= report["run_budget"]
+    code, _out, err = run_cli(["search", str(model), "-o", str(tmp_path / "t"), "--calib",
+                              str(calib), "--eval", str(evald), "--screen", "1"], capsys)
+    assert code == 2 and "--screen '1'" in err
 
 
 def test_a_plan_that_does_not_run_is_a_failed_point_not_a_crash(bert, tmp_path, capsys) -> None:

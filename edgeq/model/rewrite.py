@@ -5,7 +5,8 @@ the rewrite changes nothing on float outputs.
 - `squared-difference`: SQUARED_DIFFERENCE (no int16 rule; LayerNorm's variance) -> SUB, MUL.
 - `matmul-fc`, `index-fixup`, `rsqrt`, `mask-magnitude`, `outlier-split`: the graphs
   transformers arrive as, and their outlier channels; opt-in `gelu-tanh` and `int32-ids` for
-  TFLite Micro (see edgeq.model.transformer).
+  TFLite Micro (see edgeq.model.transformer). `outlier-norm`: a LayerNorm reads its input's
+  outlier channels scaled down (see edgeq.model.layernorm).
 - `preprocessing`: elementwise ops with constants right after a graph input (a Keras
   Normalization layer over raw, wide-range features) move out of the model into a
   preprocessing contract (constants + formula) that travels with the model: the quantised model
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from device_agent.metrics import finite_db, sqnr_db
 from device_agent.preprocessing import Contract
 from device_agent.runtimes import LiteRTRuntime, TensorSpec, quantize
 from edgeq.capture import captured_output
@@ -29,6 +32,7 @@ from edgeq.errors import InputError, ModelError
 from edgeq.model.data import Dataset
 from edgeq.model.editor import GraphEditor
 from edgeq.model.flatbuffer import explain_node, pack_tree, read_tree, tensor_type_name
+from edgeq.model.layernorm import STRENGTHS, scale_outlier_norms
 from edgeq.model.load import FloatModel
 from edgeq.model.transformer import (
     GELU_TANH_TOLERANCE,
@@ -40,21 +44,23 @@ from edgeq.model.transformer import (
     shrink_masks,
     split_outliers,
 )
+from edgeq.progress import progress
 
 log = logging.getLogger("edgeq")
 REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt", "mask-magnitude",
-            "outlier-split", "gelu-tanh", "int32-ids", "preprocessing")
+            "outlier-split", "outlier-norm", "gelu-tanh", "int32-ids", "preprocessing")
 # Equal in float (proved on the calibration data) and leave the model's inputs as they are: on
 # unless --no-rewrite. `preprocessing` changes what the model takes (a contract travels with
 # it), so it is only done when asked.
 DEFAULT_REWRITES = ("neg", "squared-difference", "matmul-fc", "index-fixup", "rsqrt",
-                    "mask-magnitude", "outlier-split")
+                    "mask-magnitude", "outlier-split", "outlier-norm")
 # A rewrite is accepted when float outputs differ by at most this much (relative to their range);
 # an approximation (opt-in) by its own stated tolerance.
 EQUALITY_TOLERANCE = 1e-5
 APPROXIMATIONS = {"gelu-tanh": GELU_TANH_TOLERANCE}
 _OPT_OUT = "run with --no-rewrite, plus --rewrite NAME for each one you still want"
 PROOF_SAMPLES = 64
+TRIAL_SAMPLES = 32  # of them, what outlier-norm's strengths are judged on
 _CONTRACT_OPS = {"SUB": "sub", "ADD": "add", "MUL": "mul", "DIV": "div"}
 
 
@@ -131,6 +137,9 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
     if "outlier-split" in names:  # after matmul-fc: it works on FULLY_CONNECTED
         split_outliers(graph, applied,
                        lambda tensors: channel_peaks(pack_tree(graph.tree), tensors, proof))
+    if "outlier-norm" in names:  # after outlier-split: it scales the outliers that one places
+        graph = strongest_outlier_norm(graph, applied, proof, show_progress=not quiet)
+        tree = graph.tree
     if "preprocessing" in names:
         contracts = extract_preprocessing(graph, model, applied)
     graph.prune()
@@ -147,6 +156,53 @@ def rewrite(model: FloatModel, names: tuple[str, ...], proof_data: Dataset,
     for a in applied if not quiet else ():
         log.info("rewrite %s: %s", a["rewrite"], a["why"])
     return result
+
+
+def strongest_outlier_norm(graph: GraphEditor, applied: list[dict[str, Any]], proof: Dataset,
+                           show_progress: bool = False) -> GraphEditor:
+    """`outlier-norm` at each of STRENGTHS on a copy of the graph; the copy whose simulated int8
+    model (edgeq.quant.simulate, calibrated and run on the first TRIAL_SAMPLES of `proof`) has
+    the best output SQNR wins, and its entry in `applied` lists every strength's figure. The
+    graph as it was when the model has no residual stream to scale."""
+    from edgeq.quant.calibrate import calibrate
+    from edgeq.quant.simulate import simulated_int8
+
+    base = pack_tree(graph.tree)
+    trial = _as_graph_takes(base, proof.head(TRIAL_SAMPLES))  # int32-ids may have run
+    reference = _run_float(base, trial)
+    measured: dict[int, np.ndarray] = {}
+
+    def peaks(tensors: list[int]) -> dict[int, np.ndarray]:  # the same tensors in every copy
+        missing = [t for t in tensors if t not in measured]
+        measured.update(channel_peaks(base, missing, proof) if missing else {})
+        return {t: measured[t] for t in tensors}
+
+    trials = []
+    for strength in progress(STRENGTHS, "outlier-norm strengths", show_progress):
+        copy = GraphEditor(read_tree(base), graph.schema)
+        done: list[dict[str, Any]] = []
+        scale_outlier_norms(copy, done, peaks, strength)
+        if not done:
+            return graph
+        tflite = pack_tree(copy.tree)
+        stats = calibrate(tflite, trial, show_progress=False)
+        simulated = _run_float(simulated_int8(tflite, stats), trial, xnnpack=False)
+        trials.append((min(finite_db(sqnr_db(r, q)) for r, q in zip(reference, simulated)),
+                       strength, copy, done))
+    best = max(trials, key=lambda t: t[0])
+    figures = ", ".join(f"{strength:g}: {db:.2f} dB" for db, strength, _, _ in trials)
+    for entry in best[3]:
+        entry["why"] += (f"; strength {best[1]:g} (the most any channel is scaled down) chosen by "
+                         f"simulated int8 output SQNR on the calibration data ({figures})")
+    applied += best[3]
+    return best[2]
+
+
+def _as_graph_takes(tflite: bytes, data: Dataset) -> Dataset:
+    """`data` cast to the model's input types."""
+    with captured_output("LiteRT"), LiteRTRuntime(tflite) as rt:
+        specs = rt.inputs()
+    return Dataset(tuple(quantize(x, s) for x, s in zip(data.inputs, specs)), data.y, data.source)
 
 
 def _retyped(specs: tuple[TensorSpec, ...], graph: GraphEditor,
@@ -210,9 +266,12 @@ def _feed(rt: LiteRTRuntime, data: Dataset, k: int) -> list[np.ndarray]:
     return [quantize(x, spec) for x, spec in zip(data.sample(k), rt.inputs())]
 
 
-def _run_float(tflite: bytes, data: Dataset) -> list[np.ndarray]:
+def _run_float(tflite: bytes, data: Dataset, xnnpack: bool = True) -> list[np.ndarray]:
+    """The float model's outputs on `data`; on LiteRT's XNNPACK delegate unless asked not to
+    (the simulated int8 model: its QUANTIZE/DEQUANTIZE pairs run on the builtin kernels)."""
     with captured_output("LiteRT"):
-        rt = LiteRTRuntime(tflite)
+        rt = LiteRTRuntime(tflite, num_threads=(os.cpu_count() or 1) if xnnpack else 1,
+                           use_xnnpack=xnnpack)
     with rt:
         runs = [rt.infer(_feed(rt, data, k)) for k in range(len(data))]
     return [np.concatenate([r[i] for r in runs]).astype(np.float64) for i in range(len(runs[0]))]

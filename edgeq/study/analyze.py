@@ -27,13 +27,13 @@ from edgeq.progress import RunProgress, progress
 from edgeq.quant.calibrate import CalibrationMethod
 from edgeq.quant.quantize import Precision
 from edgeq.quant.session import QuantSession
-from edgeq.study.measure import Evaluator, LatencySetting, Metric, Point, tensor_sqnr
+from edgeq.study.measure import DEFAULT_LATENCY, Evaluator, LatencySetting, Metric, Point, tensor_sqnr
 from edgeq.study.roles import op_roles, within
 
 log = logging.getLogger("edgeq")
 RECOVERED_SHARE = 0.9  # "a small plan fixes it": this share of the int8 -> int16x8 gap ...
 SMALL_SIZE = 1.10  # ... at no more than this much int8's size
-SMALL_LATENCY = 1.5  # ... and latency (1 thread, builtin kernels)
+SMALL_LATENCY = 1.5  # ... and latency (as the study times it)
 ATTRIBUTION_SAMPLES = 32
 
 
@@ -123,6 +123,7 @@ class Sensitivity:
     candidates: list[Candidate]
     upgraded: list[Point]  # candidate alone in int16, rest int8
     downgraded: list[Point]  # candidate alone in int8, rest int16
+    data: Dataset  # what they were measured on (a screening subset in a search)
 
     @property
     def gap(self) -> float:
@@ -154,15 +155,18 @@ def allowed_int16(session: QuantSession) -> tuple[set[int], list[str]]:
 
 
 def measure_sensitivity(evaluator: Evaluator, candidates: list[Candidate], allowed: set[int],
-                        show_progress: bool = True) -> Sensitivity:
-    """2 endpoint runs + 2 runs per candidate."""
-    int8 = evaluator.run(set(), Precision.INT8, "all-int8", keep_model=True)
-    int16 = evaluator.run(allowed, Precision.INT16, "all-int16x8", keep_model=True)
+                        show_progress: bool = True,
+                        endpoints: tuple[Point, Point] | None = None) -> Sensitivity:
+    """2 endpoint runs (unless `endpoints`, all-int8 and all-int16x8 measured by `evaluator`
+    already, are given) + 2 runs per candidate."""
+    int8, int16 = endpoints or (
+        evaluator.run(set(), Precision.INT8, "all-int8", keep_model=True),
+        evaluator.run(allowed, Precision.INT16, "all-int16x8", keep_model=True))
     upgraded, downgraded = [], []
     for c in progress(candidates, "sensitivity", show_progress):
         upgraded.append(evaluator.run(c.ops, Precision.INT8, f"+{c.name}"))
         downgraded.append(evaluator.run(allowed - c.ops, Precision.INT16, f"-{c.name}"))
-    return Sensitivity(int8, int16, candidates, upgraded, downgraded)
+    return Sensitivity(int8, int16, candidates, upgraded, downgraded, evaluator.data)
 
 
 def attribute_errors(session: QuantSession, data: Dataset, sens: Sensitivity) -> list[dict[str, Any]]:
@@ -306,7 +310,7 @@ class Study:
 def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: str = "auto",
             calibration: str = "minmax", groups: bool = True, show_progress: bool = True,
             rewrites: tuple[str, ...] | None = None, latency_runs: int = 100,
-            latency: str = "builtin") -> Study:
+            latency: str = DEFAULT_LATENCY) -> Study:
     """Load (and rewrite), calibrate once, find the int16-capable ops and the candidates."""
     started = time.perf_counter()
     loaded = load_inputs(model_path, calib_path, eval_path, rewrites)
@@ -314,7 +318,8 @@ def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: 
     load_s = time.perf_counter() - started
     data = loaded.eval or calib
     chosen = Metric.choose(metric, data)
-    session = QuantSession(model, calib, CalibrationMethod.parse(calibration), show_progress)
+    method = CalibrationMethod.parse("minmax" if calibration == "auto" else calibration)
+    session = QuantSession(model, calib, method, show_progress)
     allowed, warnings = allowed_int16(session)
     candidates = build_candidates(session.ops, allowed, groups)
     log.info("%d ops, %d can be int16: %d candidates (%d groups)", len(session.ops), len(allowed),
@@ -327,7 +332,7 @@ def prepare(model_path: Path, calib_path: Path, eval_path: Path | None, metric: 
 def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
             metric: str = "auto", calibration: str = "minmax", groups: bool = True,
             show_progress: bool = True, rewrites: tuple[str, ...] | None = None,
-            latency: str = "builtin") -> dict[str, Any]:
+            latency: str = DEFAULT_LATENCY) -> dict[str, Any]:
     """Sensitivity of every candidate both ways, costs, error attribution and a verdict."""
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
                     rewrites, latency=latency)
@@ -337,7 +342,7 @@ def analyze(model_path: Path, calib_path: Path, eval_path: Path | None = None,
         sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, False)
     finally:
         bar.close()
-    attribution = attribute_errors(study.session, study.evaluator.data, sens)
+    attribution = attribute_errors(study.session, sens.data, sens)
     report = sensitivity_report(study, sens, attribution)
     report["warnings"] = study.warnings
     report["rewrites"] = study.rewritten.to_dict()

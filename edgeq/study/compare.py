@@ -456,6 +456,6 @@ def compare_model(cfg: CompareConfig) -> Comparison:
     ref = quantized_reference(tflite, cfg.eval, contracts, cfg.samples)
     float_values = None
     if cfg.float_model is not None:
-        float_values = run_model(load_model(cfg.float_model).tflite, ref.data).values
+        float_values = run_model(load_model(cfg.float_model).tflite, ref.data, xnnpack=True).values
     return compare_runtimes(tflite, ref.raw_inputs, cfg.runtimes, cfg.per_op, cfg.tolerance,
                             float_values, ref.data.y)

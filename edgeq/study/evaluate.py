@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,18 @@ class Outputs:
 
 
 def run_model(tflite: bytes, data: Dataset, show_progress: bool = False,
-              label: str = "evaluating") -> Outputs:
+              label: str = "evaluating", xnnpack: bool = False) -> Outputs:
     """Quantise inputs as the model expects, invoke LiteRT per sample, dequantise outputs.
+    `xnnpack`: LiteRT's default delegate on every core, for float models (within 1e-6 of the
+    builtin kernels and 20-40x faster on a transformer); quantised models are judged on the
+    builtin kernels.
 
     Raises:
         ModelError: LiteRT cannot prepare or invoke the model (one line naming the op)."""
     try:
         with captured_output("LiteRT"):
-            rt = LiteRTRuntime(tflite)
+            rt = LiteRTRuntime(tflite, num_threads=(os.cpu_count() or 1) if xnnpack else 1,
+                               use_xnnpack=xnnpack)
         return _run(rt, data, show_progress, label)
     except (RuntimeError, ValueError) as e:
         raise ModelError(f"the {label} does not run in LiteRT: {explain_node(tflite, str(e))}") from e

@@ -128,8 +128,8 @@ class Metric:
 
 @dataclass(frozen=True)
 class LatencySetting:
-    """How plans are timed: LiteRT's builtin kernels on 1 thread (steady; the default), or LiteRT
-    as users run it (default settings: XNNPACK, which takes no int16 op) on N threads."""
+    """How plans are timed: LiteRT as users run it (default settings: XNNPACK, which takes no
+    int16 op) on N threads (the search's default, 2), or its builtin kernels on 1 thread."""
 
     xnnpack: bool = False
     threads: int = 1
@@ -154,6 +154,10 @@ class LatencySetting:
 
 
 BUILTIN_LATENCY = LatencySetting()
+# Plans are timed as users run LiteRT unless told otherwise: XNNPACK takes no int16 op, and
+# only this timing shows what an int16 island costs there (measured on MiniLM-L3: ~0.3 ms
+# per LayerNorm island on 1.8 ms of int8, where the builtin kernels show next to nothing).
+DEFAULT_LATENCY = "xnnpack"
 
 
 @dataclass
@@ -174,12 +178,17 @@ class Point:
     tflite: bytes = field(repr=False, default=b"")  # kept only for the endpoints
     latency_spread_ms: tuple[float, float] = (0.0, 0.0)  # lowest and highest block median
     error: str = ""  # the plan's model failed to run (one line naming the op); score -inf
+    samples: int = 0  # eval samples the metric was measured on (fewer: a screening run)
 
     @classmethod
     def failed(cls, label: str, int16: frozenset[int], default: Precision, error: str) -> Point:
         """A plan whose quantised model does not run: on no frontier, chosen never."""
         return cls(label, int16, default, float("-inf"), float("nan"), float("-inf"), 0,
                    float("inf"), 0, 0, 0, error=error)
+
+    def screened(self, full: int) -> bool:
+        """Measured on fewer than the `full` eval samples (a screening run; 0: not recorded)."""
+        return 0 < self.samples < full
 
     def cost(self, axis: str) -> float:
         """The point's cost on a COST_AXES axis: "bytes" or "latency_ms"."""
@@ -193,7 +202,8 @@ class Point:
     def to_dict(self) -> dict[str, Any]:
         if self.error:
             return {"label": self.label, "default": Precision(self.default).value,
-                    "int16_requested": len(self.int16), "error": self.error}
+                    "int16_requested": len(self.int16), "error": self.error,
+                    "samples": self.samples}
         return {"label": self.label, "default": Precision(self.default).value,
                 "int16_requested": len(self.int16),
                 "int16_ops": self.int16_ops, "score": self.score, "value": self.value,
@@ -201,7 +211,7 @@ class Point:
                 "latency_ms": round(self.latency_ms, 5),
                 "latency_spread_ms": [round(v, 5) for v in self.latency.spread],
                 "requantize_ops": self.requantize_ops,
-                "activation_bytes": self.activation_bytes}
+                "activation_bytes": self.activation_bytes, "samples": self.samples}
 
 
 @dataclass(frozen=True)
@@ -236,7 +246,7 @@ class Evaluator:
         self.metric = metric
         self.latency_runs = latency_runs
         self.latency = latency
-        self.reference: Outputs = reference or run_model(session.model.tflite, data)
+        self.reference: Outputs = reference or run_model(session.model.tflite, data, xnnpack=True)
         self.names = [s.name for s in session.model.outputs]
         self.float_metrics = compare(self.reference, self.reference, self.names, data.y)
         self.runs = 0
@@ -276,7 +286,18 @@ class Evaluator:
                   self.metric.column, point.value, point.size_bytes, point.latency_ms)
         return self._counted(point, start)
 
+    def subset(self, n: int) -> Evaluator:
+        """The same session, metric and timing on the first n eval samples (the float reference
+        sliced, not run again): cheap screening runs."""
+        ref = self.reference
+        head = Outputs([v[:n] for v in ref.values], [r[:n] for r in ref.raw], ref.raw_inputs[:n])
+        screen = Evaluator(self.session, self.data.head(n), self.metric, self.latency_runs,
+                           self.latency, head)
+        screen.progress = self.progress
+        return screen
+
     def _counted(self, point: Point, start: float) -> Point:
+        point.samples = len(self.data)
         self.runs += 1
         self.run_seconds += time.perf_counter() - start
         if self.progress is not None:

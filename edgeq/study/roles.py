@@ -15,7 +15,7 @@ from edgeq.model.graph import OpInfo
 MATMUL_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
 ACTIVATION_OPS = {"GELU", "TANH", "LOGISTIC", "RELU", "RELU6", "HARD_SWISH", "LEAKY_RELU"}
 ROLE_ORDER = ("layernorm", "residual", "residual-stream", "softmax", "attention-matmul",
-              "matmul", "activation")
+              "matmul", "activation")  # then residual-stream[k], one per LayerNorm
 
 
 class _Graph:
@@ -44,37 +44,47 @@ def layernorms(ops: list[OpInfo]) -> list[tuple[str, set[int]]]:
     found = []
     for sub in (op for op in ops if op.op == "SUB" and len(op.inputs) == 2):
         x, m = sub.inputs
-        mean = g.made_by(m, "MEAN")
-        if mean is None or mean.inputs[0] != x:
+        mean = _mean_of(g, m, x)
+        if not mean:
             continue
-        members = {mean.index, sub.index}
-        known = {x, m, sub.name}
-        for reader in g.readers.get(sub.name, []):
-            if reader.op == "MUL":
-                members |= {reader.index} | _chain(g, reader, known)
+        members = {op.index for op in mean} | {sub.index} | _steps(g, sub, {x, m})
         if len(members) >= 5:
             found.append((x, members))
     return found
 
 
-_NORM_OPS = ("MEAN", "ADD", "RSQRT", "SQRT", "DIV", "MUL")
+def _mean_of(g: _Graph, m: str, x: str) -> list[OpInfo]:
+    """The ops that make `m` the mean of `x`: MEAN(x), or as `outlier-norm` writes it,
+    MUL(FULLY_CONNECTED(x), v) (a weighted mean, spread back over the channels)."""
+    mean = g.made_by(m, "MEAN")
+    if mean is not None:
+        return [mean] if mean.inputs[0] == x else []
+    spread = g.made_by(m, "MUL")
+    fc = g.made_by(spread.inputs[0], "FULLY_CONNECTED") if spread is not None else None
+    return [spread, fc] if spread is not None and fc is not None and fc.inputs[0] == x else []
 
 
-def _chain(g: _Graph, op: OpInfo, known: set[str]) -> set[int]:
-    """The single-reader elementwise ops after `op` that read only constants and the
-    LayerNorm's own tensors (the variance and scale/shift steps; never the residual ADD or a
-    pooling MUL after the LayerNorm)."""
+_NORM_OPS = ("MEAN", "ADD", "RSQRT", "SQRT", "DIV", "MUL", "FULLY_CONNECTED")
+
+
+def _steps(g: _Graph, sub: OpInfo, known: set[str]) -> set[int]:
+    """The ops after the centring SUB that read only constants and the LayerNorm's own tensors
+    (the variance and scale/shift steps; never the residual ADD or a pooling MUL after it, which
+    read other activations, nor a matmul: a FULLY_CONNECTED counts only when it reduces to one
+    channel, `outlier-norm`'s statistics)."""
     members: set[int] = set()
-    known.add(op.name)
-    while True:
-        readers = g.readers.get(op.name, [])
-        if len(readers) != 1 or readers[0].op not in _NORM_OPS:
-            return members
-        op = readers[0]
-        if any(name not in known for name in g.activations(op)):
-            return members
-        members.add(op.index)
-        known.add(op.name)
+    known = known | {sub.name}
+    frontier = [sub]
+    while frontier:
+        for op in g.readers.get(frontier.pop().name, []):
+            statistic = op.op != "FULLY_CONNECTED" or op.output_shapes[0][-1:] == (1,)
+            if op.index in members or op.op not in _NORM_OPS or not statistic \
+                    or any(name not in known for name in g.activations(op)):
+                continue
+            members.add(op.index)
+            known.add(op.name)
+            frontier.append(op)
+    return members
 
 
 def op_roles(ops: list[OpInfo]) -> dict[str, set[int]]:
@@ -89,6 +99,7 @@ def op_roles(ops: list[OpInfo]) -> dict[str, set[int]]:
                and any(r.index in residual for r in g.readers.get(op.name, []))}
     roles["residual"] = residual | feeding
     roles["residual-stream"] = roles["layernorm"] | roles["residual"]
+    segments = _segments(g, norms, roles["residual"])
     softmax = {op.index for op in ops if op.op == "SOFTMAX"}
     roles["softmax"] = softmax | {g.producer[op.inputs[0]].index for op in ops
                                   if op.index in softmax and op.inputs[0] in g.producer
@@ -98,7 +109,27 @@ def op_roles(ops: list[OpInfo]) -> dict[str, set[int]]:
     roles["matmul"] = {op.index for op in ops if op.op in MATMUL_OPS or
                        (op.op == "BATCH_MATMUL" and len(g.activations(op)) < 2)}
     roles["activation"] = {op.index for op in ops if op.op in ACTIVATION_OPS}
-    return {name: roles[name] for name in ROLE_ORDER if roles.get(name)}
+    ordered = {name: roles[name] for name in ROLE_ORDER if roles.get(name)}
+    if len(segments) > 1:  # one LayerNorm: its segment is the whole residual stream
+        ordered.update(segments)
+    return ordered
+
+
+def _segments(g: _Graph, norms: list[tuple[str, set[int]]],
+              residual: set[int]) -> dict[str, set[int]]:
+    """`residual-stream[k]`: LayerNorm k (in graph order) with the residual ADDs that make its
+    input: one int16 island each, for a search that can afford a few but not all of them."""
+    found = {}
+    for k, (x, members) in enumerate(norms):
+        island = set(members)
+        frontier = [x]
+        while frontier:
+            op = g.producer.get(frontier.pop())
+            if op is not None and op.index in residual and op.index not in island:
+                island.add(op.index)
+                frontier += g.activations(op)
+        found[f"residual-stream[{k}]"] = island
+    return found
 
 
 def within(roles: dict[str, set[int]], allowed: Iterable[int]) -> dict[str, frozenset[int]]:

@@ -28,6 +28,7 @@ from edgeq.quant.quantize import Precision
 from edgeq.quant.session import QuantSession
 from edgeq.study.analyze import (
     Candidate,
+    Sensitivity,
     Study,
     Verdict,
     attribute_errors,
@@ -40,6 +41,7 @@ from edgeq.study.analyze import (
 )
 from edgeq.study.measure import (
     BUILTIN_LATENCY,
+    DEFAULT_LATENCY,
     Evaluator,
     LatencySetting,
     Metric,
@@ -47,7 +49,7 @@ from edgeq.study.measure import (
     measure_latency,
     raw_sample,
 )
-from edgeq.study.pareto import frontier, frontier_ids, plot, point_rows, points_csv
+from edgeq.study.pareto import COST_AXES, frontier, frontier_ids, plot, point_rows, points_csv
 
 log = logging.getLogger("edgeq")
 
@@ -96,12 +98,13 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
     if constraint.kind == "max_drop":
         drop = metric.default_tolerance(reference.score) if constraint.limit is None else constraint.limit
         floor = reference.score - drop
+        cheapest = ("smallest bytes (within 1%: fastest)" if constraint.cost == "bytes"
+                    else f"smallest {constraint.cost}")
         text = (f"{metric.column} within {drop:g} {metric.unit} of the best plan ({reference.label}) "
-                f"(>= {_score_text(metric, floor)}), smallest {constraint.cost}").replace("  ", " ")
+                f"(>= {_score_text(metric, floor)}), {cheapest}").replace("  ", " ")
         ok = [p for p in points if p.score >= floor - 1e-9]
         best = max(points, key=lambda p: (p.score, -p.cost(constraint.cost)))
-        chosen = min(ok, key=lambda p: (p.cost(constraint.cost), -p.score)) if ok else None
-        return Choice(chosen, best, text)
+        return Choice(_cheapest(ok, constraint.cost), best, text)
     cost = "bytes" if constraint.kind == "max_bytes" else "latency_ms"
     limit = float("inf") if constraint.limit is None else constraint.limit
     text = f"{cost} <= {limit:g}, best {metric.column}"
@@ -109,6 +112,21 @@ def choose(points: list[Point], constraint: Constraint, reference: Point, metric
     best = min(points, key=lambda p: (p.cost(cost), -p.score))
     chosen = max(ok, key=lambda p: (p.score, -p.cost(cost))) if ok else None
     return Choice(chosen, best, text)
+
+
+SAME_SIZE = 0.01  # plans within 1% of the smallest qualifying bytes count as the same size
+
+
+def _cheapest(points: list[Point], cost: str) -> Point | None:
+    """The cheapest point; by bytes, the fastest of those within SAME_SIZE of the smallest
+    (plans of one transformer differ by 0.1% in size and by 5x in latency)."""
+    if not points:
+        return None
+    if cost != "bytes":
+        return min(points, key=lambda p: (p.cost(cost), -p.score))
+    smallest = min(p.size_bytes for p in points)
+    same = [p for p in points if p.size_bytes <= smallest * (1 + SAME_SIZE)]
+    return min(same, key=lambda p: (p.latency_ms, -p.score))
 
 
 def _score_text(metric: Metric, score: float) -> str:
@@ -124,7 +142,7 @@ LABEL_LEGEND = (
 )
 
 
-def greedy_points(study: Study, candidates: list[Candidate], order: list[int],
+def greedy_points(evaluator: Evaluator, candidates: list[Candidate], order: list[int],
                   base: set[int] | None = None, show_progress: bool = True) -> list[Point]:
     """Evaluate each prefix of `candidates` in `order` (on top of `base`) as an int8-default plan."""
     chosen = set(base or ())
@@ -134,9 +152,48 @@ def greedy_points(study: Study, candidates: list[Candidate], order: list[int],
         if candidate.ops <= chosen:
             continue  # a group or op already covered: no run
         chosen |= candidate.ops
-        points.append(study.evaluator.run(chosen, Precision.INT8,
-                                          f"greedy {len(points) + 1}: +{candidate.name}"))
+        points.append(evaluator.run(chosen, Precision.INT8,
+                                    f"greedy {len(points) + 1}: +{candidate.name}"))
     return points
+
+
+SCREEN_SAMPLES = 32  # eval samples of a screening run
+SCREEN_AFTER_S = 5.0  # screen when one all-int16x8 evaluation on the full set takes longer
+
+
+def screening(ev: Evaluator, screen: str, int16_seconds: float) -> Evaluator | None:
+    """The evaluator for the sensitivity and greedy runs: the first N eval samples when
+    `screen` is N; with `auto`, the first SCREEN_SAMPLES when an evaluation is slow (the
+    all-int16x8 run took `int16_seconds` > SCREEN_AFTER_S: int16 matmuls on a transformer)
+    and the eval set is over twice that; None: every run on the full set."""
+    if screen == "off":
+        return None
+    n = SCREEN_SAMPLES if screen == "auto" else int(screen)
+    slow = int16_seconds > SCREEN_AFTER_S and len(ev.data) > 2 * n
+    if n >= len(ev.data) or (screen == "auto" and not slow):
+        return None
+    log.info("screening: sensitivity and greedy runs on the first %d of %d eval samples; "
+             "the frontier is measured again on all of them", n, len(ev.data))
+    return ev.subset(n)
+
+
+def parse_screen(text: str) -> str:
+    """`auto`, `off` or a sample count >= 2."""
+    if text in ("auto", "off") or (text.isdigit() and int(text) >= 2):
+        return text
+    raise InputError(f"unknown --screen '{text}'; expected auto, off or a sample count (>= 2)")
+
+
+def confirm(evaluator: Evaluator, points: list[Point]) -> list[Point]:
+    """`points` with every screening point on a frontier (by bytes or latency) measured again
+    on the full eval set in its place; other screening points stay, marked by `samples`."""
+    full = len(evaluator.data)
+    on_front = {id(p) for axis in COST_AXES for p in frontier(points, axis)}
+    redo = [p for p in points if p.screened(full) and id(p) in on_front]
+    if evaluator.progress is not None:
+        evaluator.progress.grow(len(redo))
+    again = {id(p): evaluator.run(set(p.int16), Precision(p.default), p.label) for p in redo}
+    return [again.get(id(p), p) for p in points]
 
 
 @dataclass
@@ -158,58 +215,99 @@ class SearchResult:
 
 
 def search(model_path: Path, calib_path: Path, eval_path: Path, constraint: Constraint = Constraint(),
-           metric: str = "auto", calibration: str = "minmax", groups: bool = True,
+           metric: str = "auto", calibration: str = "auto", groups: bool = True,
            reuse: Path | None = None, show_progress: bool = True,
-           rewrites: tuple[str, ...] | None = None, latency: str = "builtin",
-           allow_input_change: bool = False) -> SearchResult:
+           rewrites: tuple[str, ...] | None = None, latency: str = DEFAULT_LATENCY,
+           allow_input_change: bool = False, screen: str = "auto") -> SearchResult:
     """Measure sensitivity, walk the greedy path, keep the frontier, choose a point. `latency`:
-    how plans are timed (builtin, xnnpack, xnnpack:THREADS; see LatencySetting). A rewrite that
+    how plans are timed (xnnpack[:THREADS], builtin; see LatencySetting). A rewrite that
     would change the model's input is measured and proposed; its points are chosen only with
-    `allow_input_change`."""
+    `allow_input_change`. `screen`: see `screening`."""
     old = Plan.load(reuse) if reuse else None
+    auto = calibration == "auto" and old is None
     study = prepare(model_path, calib_path, eval_path, metric, calibration, groups, show_progress,
                     rewrites if old is None else (rewrites or ()) + old.rewrites, latency=latency)
+    studies = range_studies(study) if old is None else {}
+    tried: list[tuple[Study, Point]] = []
+    start: Point | None = None  # all-int8, when the range setting was picked by measuring it
+    if auto:
+        study, tried, start = pick_range_setting(studies, show_progress)
     n = len(study.candidates)
     refuse_impossible(study, constraint)
     bar = RunProgress(3 * n + 2 + (1 if old else 0), "search", show_progress)
-    study.evaluator.progress = bar
+    ev = study.evaluator
+    ev.progress = bar
+    sens = None
+    screen_runs = 0  # beyond 3N+2: the endpoints on the screening subset, the confirmations
     try:
         if old is None:
-            sens = measure_sensitivity(study.evaluator, study.candidates, study.allowed, False)
-            greedy = greedy_points(study, sens.candidates, sens.ranked(), show_progress=False)
-            points = [sens.int8, sens.int16, *sens.upgraded, *sens.downgraded, *greedy]
+            points, sens, screen_runs = _explore(study, screen, bar, start)
             reused = None
         else:
             points, reused = _reuse(study, old, False)
     finally:
         bar.close()
-    sensitivity = None if old is not None else sensitivity_report(
-        study, sens, attribute_errors(study.session, study.evaluator.data, sens))
+    sensitivity = None if sens is None else sensitivity_report(
+        study, sens, attribute_errors(study.session, sens.data, sens))
     int8, int16 = points[0], points[1]
-    owner = {id(p): study for p in points}
+    full = [p for p in points if not p.screened(len(ev.data))]
+    owner = {id(p): study for p in full}
     proposal = None if old is not None else propose_preprocessing(
-        study, model_path, calib_path, eval_path, metric, calibration, latency, allow_input_change)
+        study, model_path, calib_path, eval_path, metric, str(study.session.method), latency,
+        allow_input_change)
     if proposal is not None and proposal.allowed:
         owner.update({id(p): proposal.study for p in proposal.points})
-    moves: list[tuple[Study, Point]] = []
-    if old is None:  # range settings as moves: all-int8 and the plan chosen so far, recalibrated
-        first = _choose(points, constraint, study.evaluator.metric, int16).chosen
-        moves = calibration_moves(study, [int8] + ([first] if first and first is not int8 else []),
-                                  show_progress)
-        for other, point in moves:
-            points.append(point)
-            owner[id(point)] = other
+    moves: list[tuple[Study, Point]] = list(tried)
+    if old is None:  # range settings as moves: the plan chosen so far (and all-int8) recalibrated
+        first = _choose(full, constraint, ev.metric, int16).chosen
+        again = ([] if auto else [int8]) + ([first] if first and first is not int8 else [])
+        moves += calibration_moves(studies, study, again, show_progress)
+    for other, point in moves:
+        points.append(point)
+        owner[id(point)] = other
+    for other in studies.values():
+        if other is not study:
+            ev.runs += other.evaluator.runs
+            ev.run_seconds += other.evaluator.run_seconds
     choosable = [p for p in points + list(proposal.points if proposal else ()) if id(p) in owner]
-    choice = _choose(choosable, constraint, study.evaluator.metric, int16)
+    choice = _choose(choosable, constraint, ev.metric, int16)
     report = _report(study, int8, int16, points, choice, constraint, n, reused, proposal,
-                     len(moves) + (len(proposal.points) if proposal else 0))
+                     len(moves) + (len(proposal.points) if proposal else 0) + screen_runs)
     result = SearchResult(choosable, choice, report, sensitivity, warnings=study.warnings,
                           study=study)
     if choice.chosen is not None:
         result.study = owner[id(choice.chosen)]
         result.plan, result.tflite = _materialise(result.study, choice.chosen)
-    log.info("search: %d runs for %d candidates; %s", study.evaluator.runs, n, report.verdict.text)
+    log.info("search: %d runs for %d candidates; %s", ev.runs, n, report.verdict.text)
     return result
+
+
+def _explore(study: Study, screen: str, bar: RunProgress,
+             int8: Point | None = None) -> tuple[list[Point], Sensitivity, int]:
+    """Endpoints (full eval set; `int8` when measured already), sensitivity and greedy path (on
+    a screening subset when `screening` says so), the frontier's screening points confirmed on
+    the full set. Returns the points (all-int8, all-int16x8 first), the sensitivity and the
+    runs beyond 3N+2 (besides the range settings')."""
+    ev = study.evaluator
+    if int8 is None:
+        int8 = ev.run(set(), Precision.INT8, "all-int8", keep_model=True)
+    else:
+        bar.advance(int8.label)
+    start = time.perf_counter()
+    int16 = ev.run(study.allowed, Precision.INT16, "all-int16x8", keep_model=True)
+    screen_ev = screening(ev, screen, time.perf_counter() - start)
+    if screen_ev is not None:
+        bar.grow(2)  # the endpoints again on the screening subset
+    sens = measure_sensitivity(screen_ev or ev, study.candidates, study.allowed, False,
+                               None if screen_ev else (int8, int16))
+    greedy = greedy_points(screen_ev or ev, sens.candidates, sens.ranked(), show_progress=False)
+    measured = [int8, int16, *sens.upgraded, *sens.downgraded, *greedy]
+    points = confirm(ev, measured)
+    if screen_ev is None:
+        return points, sens, 0
+    ev.runs += screen_ev.runs
+    ev.run_seconds += screen_ev.run_seconds
+    return points, sens, 2 + sum(a is not b for a, b in zip(measured, points))
 
 
 def _choose(points: list[Point], constraint: Constraint, metric: Metric, fallback: Point) -> Choice:
@@ -219,31 +317,63 @@ def _choose(points: list[Point], constraint: Constraint, metric: Metric, fallbac
     return choose(points, constraint, best, metric)
 
 
-ALTERNATIVE_CALIBRATIONS = ("percentile:99.99", "mse")
+RANGE_SETTINGS = ("minmax", "percentile:99.99", "mse")
 FAST_LATENCY = 2.0  # x all-int8: beyond it the summary names the best plan that is not
 
 
-def calibration_moves(study: Study, plans: list[Point],
+def range_studies(study: Study) -> dict[str, Study]:
+    """The study under each of RANGE_SETTINGS: one calibration each, the same float model, data
+    and float reference (`study` itself for its own setting)."""
+    studies = {}
+    for method in RANGE_SETTINGS:
+        if method == str(study.session.method):
+            studies[method] = study
+            continue
+        session = QuantSession(study.session.model, study.session.calib,
+                               CalibrationMethod.parse(method), show_progress=False,
+                               kernels=study.session.kernels, quiet=True)
+        ev = study.evaluator
+        evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency,
+                              ev.reference)
+        studies[method] = dataclasses.replace(study, session=session, evaluator=evaluator)
+    return studies
+
+
+def pick_range_setting(studies: dict[str, Study], show_progress: bool = False
+                       ) -> tuple[Study, list[tuple[Study, Point]], Point]:
+    """`--calibration auto`: all-int8 under every range setting; the search goes on with the
+    best one (minmax on a tie). Returns that study, the other settings' points and its own
+    all-int8."""
+    bar = RunProgress(len(studies), "range settings", show_progress)
+    try:
+        tried = []
+        for method, other in studies.items():
+            other.evaluator.progress = bar
+            tried.append((other, other.evaluator.run(set(), Precision.INT8, f"all-int8 [{method}]",
+                                                     keep_model=True)))
+            other.evaluator.progress = None
+    finally:
+        bar.close()
+    best = max(tried, key=lambda t: (t[1].score, -RANGE_SETTINGS.index(str(t[0].session.method))))
+    log.info("range setting: %s (all-int8 %s)", best[0].session.method,
+             ", ".join(f"{p.label[10:-1]}: {p.value:.4g}" for _, p in tried))
+    best[1].label = "all-int8"  # the search's own endpoint from here on
+    return best[0], [t for t in tried if t is not best], best[1]
+
+
+def calibration_moves(studies: dict[str, Study], own: Study, plans: list[Point],
                       show_progress: bool = False) -> list[tuple[Study, Point]]:
-    """`plans` again under each other range setting: one calibration per setting and one run
-    per plan, each point labelled `LABEL [SETTING]` and owned by its own study."""
-    methods = [m for m in ALTERNATIVE_CALIBRATIONS if str(study.session.method) != m]
-    bar = RunProgress(len(methods) * len(plans), "range settings", show_progress)
+    """`plans` again under each other range setting: one run per plan, each point labelled
+    `LABEL [SETTING]` and owned by its own study."""
+    others = [(m, s) for m, s in studies.items() if s is not own]
+    bar = RunProgress(len(others) * len(plans), "range settings", show_progress)
     moves = []
     try:
-        for method in methods:
-            session = QuantSession(study.session.model, study.session.calib,
-                                   CalibrationMethod.parse(method), show_progress=False,
-                                   kernels=study.session.kernels, quiet=True)
-            ev = study.evaluator
-            evaluator = Evaluator(session, ev.data, ev.metric, ev.latency_runs, ev.latency,
-                                  ev.reference)  # same float model, same data
-            evaluator.progress = bar
-            other = dataclasses.replace(study, session=session, evaluator=evaluator)
-            moves += [(other, evaluator.run(set(p.int16), Precision(p.default),
-                                            f"{p.label} [{method}]")) for p in plans]
-            ev.runs += evaluator.runs
-            ev.run_seconds += evaluator.run_seconds
+        for method, other in others:
+            other.evaluator.progress = bar
+            moves += [(other, other.evaluator.run(set(p.int16), Precision(p.default),
+                                                  f"{p.label} [{method}]")) for p in plans]
+            other.evaluator.progress = None
     finally:
         bar.close()
     return moves
@@ -309,7 +439,7 @@ def _reuse(study: Study, old: Plan, show_progress: bool) -> tuple[list[Point], d
     helpful = [k for k, p in enumerate(upgraded) if p.sqnr_db > start.sqnr_db]
     order = sorted(helpful, key=lambda k: -(upgraded[k].sqnr_db - start.sqnr_db)
                    / upgrade_cost(start, upgraded[k]))
-    greedy = greedy_points(study, touched, order, base, show_progress)
+    greedy = greedy_points(ev, touched, order, base, show_progress)
     info = {"plan_entries": len(old.int16), "still_matching": len(base),
             "changed_ops": len(changed), "re_examined_candidates": len(touched),
             "drift": check.drift()}
@@ -386,7 +516,7 @@ class SearchReport:
         chosen = self.choice.chosen
         if chosen is None or self.int8.error or chosen.latency.ratio_to(self.int8.latency) <= FAST_LATENCY:
             return None
-        fast = [p for p in self.points if not p.error
+        fast = [p for p in self.full_points if not p.error
                 and p.latency.ratio_to(self.int8.latency) <= FAST_LATENCY]
         best = max(fast, key=lambda p: (p.score, -p.latency_ms), default=None)
         return best if best is not None and best.score < chosen.score else None
@@ -401,8 +531,13 @@ class SearchReport:
                 f"{f.latency.ratio_to(self.int8.latency):.2f}x (--max-latency-ms "
                 f"{f.latency.high_ms * 1.05:.4g} chooses it)")
 
+    @property
+    def full_points(self) -> list[Point]:
+        """The points measured on the whole eval set (not screening runs)."""
+        return [p for p in self.points if not p.screened(self.samples)]
+
     def frontier_labels(self, axis: str) -> list[str]:
-        return [p.label for p in frontier(list(self.points), axis)]
+        return [p.label for p in frontier(self.full_points, axis)]
 
     def to_dict(self) -> dict[str, Any]:
         c = self.choice
@@ -418,7 +553,7 @@ class SearchReport:
             "endpoints": {"all_int8": self.int8.to_dict(), "all_int16x8": self.int16.to_dict()},
             "verdict": self.verdict.to_dict(),
             "frontier": {axis: self.frontier_labels(axis) for axis in ("bytes", "latency_ms")},
-            "points": point_rows(list(self.points), frontier_ids(list(self.points))),
+            "points": point_rows(list(self.points), frontier_ids(self.full_points)),
             "candidates": self.candidates,
             "runs": self.runs,
             "run_budget": self.run_budget,
@@ -437,7 +572,8 @@ class SearchReport:
 def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice: Choice,
             constraint: Constraint, n: int, reused: dict | None,
             proposal: Proposal | None = None, extra_runs: int = 0) -> SearchReport:
-    """`extra_runs`: beyond the 3N+2 budget, the proposal's and the range-setting moves'."""
+    """`extra_runs`: beyond the 3N+2 budget, the proposal's, the range-setting moves' and the
+    screening's."""
     ev = study.evaluator
     timing = {"load": round(study.load_s, 3), "calibrate": round(study.session.calibration_s, 3),
               "per_run": round(ev.run_seconds / max(ev.runs, 1), 4),
@@ -445,7 +581,8 @@ def _report(study: Study, int8: Point, int16: Point, points: list[Point], choice
               "total": round(time.perf_counter() - study.started, 3)}
     return SearchReport(study.session.model.source, ev.metric, ev.float_value(), ev.data.source,
                         len(ev.data), constraint, choice, int8, int16,
-                        verdict(points, int8, int16, ev.metric), tuple(points), n, ev.runs,
+                        verdict([p for p in points if not p.screened(len(ev.data))], int8, int16,
+                                ev.metric), tuple(points), n, ev.runs,
                         3 * n + 2 + (1 if reused else 0) + extra_runs,
                         reused, timing,
                         tuple(study.warnings), study.rewritten, ev.latency, proposal)
@@ -490,7 +627,7 @@ def search_summary(result: SearchResult) -> str:
              f"{r.latency.describe()}, median of 5 blocks +- half their spread", "",
              f"{'point (frontier by size)':<48} {metric.column:>10} {'SQNR':>9} {'bytes':>8} "
              f"{'ms':>16} {'int16':>5}"]
-    for p in sorted(frontier(list(r.points), "bytes"), key=lambda p: p.size_bytes):
+    for p in sorted(frontier(r.full_points, "bytes"), key=lambda p: p.size_bytes):
         lo, hi = p.latency_spread_ms
         lines.append(f"{p.label[:48]:<48} {metric.format(p.value):>10} "
                      f"{p.sqnr_db:>6.2f} dB {p.size_bytes:>8,} "
