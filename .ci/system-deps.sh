@@ -7,6 +7,8 @@
 #     mosquitto_passwd for the ACL test, mosquitto_pub/sub for bench/fleet_bench.py.
 #   qemu-user-static, debootstrap: the arm64 agent under emulation (.ci/arm64-env.sh).
 #   iproute2: `ip netns` for the fleet-in-network-namespaces test.
+#   postgresql: the real PostgreSQL server the store and rollout tests start (initdb + pg_ctl
+#     in a temp dir on a free port, as the unprivileged `postgres` user the package creates).
 set -euo pipefail
 need=()
 command -v make >/dev/null || need+=(make)
@@ -19,6 +21,7 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ip >/dev/null || need+=(iproute2)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq

@@ -66,6 +66,8 @@ class AgentConfig:
     session_expiry_s: int = 600
     resend_after_s: float = 60.0
     child_python: tuple[str, ...] = ()  # how to start child interpreters; () = this one
+    groups: tuple[str, ...] = ()  # fleets this device is in (`edgeq rollout --group`)
+    tags: tuple[tuple[str, str], ...] = ()  # k=v labels (`edgeq devices --tag`)
 
 
 class Agent:
@@ -98,7 +100,8 @@ class Agent:
         client = make_client(self.cfg.broker, f"edgeq-agent-{self.device}")
         # The will is fixed at connect time: it says only what stays true (no time, no model).
         lost = {"schema_version": 1, "device": self.device, "state": "offline",
-                "reason": "connection lost (last will)"}
+                "reason": "connection lost (last will)", "groups": list(self.cfg.groups),
+                "tags": dict(self.cfg.tags)}  # an offline device still counts in its group
         client.will_set(topic(self.device, "status"), encode(lost), qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
         self.inbox.attach(client)
@@ -205,6 +208,7 @@ class Agent:
             runtime={"name": self.runtime_name, "version": self.runtime_version},
             model=model_info(active), previous=model_info(self.store.previous()),
             busy=self.busy, key_id=self.authority.key_id, seq=self.authority.seq,
+            groups=list(self.cfg.groups), tags=dict(self.cfg.tags),
             power={"source": self.probe.name if self.probe else None,
                    "reason": self.power_reason or None},
             spool={"pending": len(self.spool), "dropped": self.spool.dropped,

@@ -16,7 +16,7 @@ from . import __version__
 from .connection import Broker
 from .errors import AgentError
 from .power import SOURCES, PowerProbe, probe_registry
-from .protocol import check_device_id
+from .protocol import check_device_id, check_targeting, parse_tags
 from .runtimes import runtime_registry
 
 
@@ -58,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
                    help="command that starts the child interpreter for load checks (default: "
                         "this Python), e.g. 'qemu-aarch64-static -L ROOT ROOT/usr/bin/python3' "
                         "when the agent itself runs under QEMU user emulation")
+    p.add_argument("--group", action="append", default=[], metavar="G",
+                   help="a fleet group this device is in (repeatable); `edgeq rollout --group G`")
+    p.add_argument("--tag", action="append", default=[], metavar="K=V",
+                   help="a label in the retained status (repeatable), e.g. --tag site=lab")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--version", action="version", version=f"edgeq-agent {__version__}")
     return p
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                         format="edgeq-agent: %(levelname)s: %(message)s", stream=sys.stderr)
     try:
+        groups, tags = check_targeting(args.group, parse_tags(args.tag))
         broker = Broker.from_url(args.broker, args.username, args.password_file, args.tls_ca,
                                  args.keepalive)
         cfg = AgentConfig(broker, check_device_id(args.device_id), args.data_dir,
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                           int(args.max_bundle_mb * 2**20), args.spool_limit, args.transfer_timeout,
                           transfer_deadline_s=args.transfer_deadline,
                           resend_after_s=args.resend_after,
-                          child_python=tuple(shlex.split(args.child_python)))
+                          child_python=tuple(shlex.split(args.child_python)),
+                          groups=tuple(groups), tags=tuple(tags.items()))
         agent = Agent(cfg, _probes(args.sysfs_root))
     except (AgentError, OSError, ValueError) as e:  # bad arguments, key, runtime or data dir
         print(f"edgeq-agent: error: {e}", file=sys.stderr)

@@ -79,6 +79,47 @@ def check_device_id(device: str) -> str:
     return device
 
 
+GROUP = DEVICE_ID  # group names follow device ids' rules
+TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+TAG_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]{0,64}$")
+MAX_TAGS = 32
+
+
+def check_targeting(groups: list[str], tags: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The groups a device joins and its tags (k=v), as its status carries them; ProtocolError
+    naming the first one that is not valid."""
+    for g in groups:
+        if not GROUP.match(g):
+            raise ProtocolError(f"group {g!r} is not valid; use 1-64 of A-Z a-z 0-9 _ . -, "
+                                "starting with a letter or digit")
+    if len(tags) > MAX_TAGS:
+        raise ProtocolError(f"{len(tags)} tags is over the limit of {MAX_TAGS}")
+    for k, v in tags.items():
+        if not TAG_KEY.match(k) or not TAG_VALUE.match(v):
+            raise ProtocolError(f"tag {k}={v} is not valid; keys: 1-32 of A-Z a-z 0-9 _ . - "
+                                "(starting with a letter or digit), values: 0-64 of those or : +")
+    return sorted(set(groups)), dict(sorted(tags.items()))
+
+
+def parse_tags(texts: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`k=v` arguments as a dict; ProtocolError for one without `=`."""
+    tags = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ProtocolError(f"tag {text!r} is not KEY=VALUE")
+        tags[key] = value
+    return check_targeting([], tags)[1]
+
+
+def matches(status: dict[str, Any], group: str | None, tags: dict[str, str]) -> bool:
+    """Whether a device's status puts it in `group` (None: any) with every one of `tags`."""
+    groups, own = status.get("groups"), status.get("tags")
+    if group is not None and not (isinstance(groups, list) and group in groups):
+        return False
+    return all(isinstance(own, dict) and own.get(k) == v for k, v in tags.items())
+
+
 def topic(device: str, leaf: str) -> str:
     """`edgeq/v1/<device>/<leaf>` (leaf: status, cmd, event, result)."""
     return f"{PREFIX}/{check_device_id(device)}/{leaf}"
@@ -396,7 +437,7 @@ RESULT_PATHS: tuple[tuple[str, tuple[type, ...], float | None, float | None], ..
     ("runtime.name", (str,), None, None), ("runtime.version", (str,), None, None),
     ("runtime.threads", (int,), 1, 1024),
     *((f"latency.{k}", _NUMBER, 0, 1e9) for k in (
-        "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "init_ms",
+        "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "init_ms",
         "first_inference_ms")),
     ("latency.runs", (int,), 0, 10**12), ("latency.samples_ms", (list,), None, None),
     *((f"power.{k}", _NUMBER, -1e6, 1e6) for k in (

@@ -19,16 +19,18 @@ def progress(items: Iterable[T], label: str, enabled: bool = True) -> Iterator[T
     yield from tqdm(items, desc=label, delay=1.0, leave=False, file=sys.stderr)
 
 
-class ByteProgress:
-    """A bytes bar (tqdm, on a terminal, after 1 s) that is told the absolute count."""
+class CountProgress:
+    """A bar (tqdm, on a terminal, after `delay` s) over things (devices, bytes) that is told
+    the absolute count done."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+    def __init__(self, total: int, label: str, unit: str, enabled: bool = True,
+                 delay: float = 0.0) -> None:
         self.bar = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, delay=1.0,
-                            leave=False, file=sys.stderr)
+            self.bar = tqdm(total=total, desc=label, unit=unit, unit_scale=unit == "B",
+                            delay=delay, leave=False, file=sys.stderr)
 
     def set(self, done: int) -> None:
         if self.bar is not None:
@@ -37,6 +39,13 @@ class ByteProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class ByteProgress(CountProgress):
+    """A bytes bar, shown after 1 s."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        super().__init__(total, label, "B", enabled, delay=1.0)
 
 
 class RunProgress:
@@ -50,6 +59,12 @@ class RunProgress:
 
             self.bar = tqdm(total=total, desc=label, unit="run", leave=False, file=sys.stderr,
                             bar_format="{desc}: {n}/{total} runs [{elapsed}<{remaining}] {postfix}")
+
+    def grow(self, runs: int) -> None:
+        """`runs` more than the bar was made for (decided once the work is under way)."""
+        if self.bar is not None and runs:
+            self.bar.total += runs
+            self.bar.refresh()
 
     def advance(self, label: str) -> None:
         if self.bar is not None:

@@ -179,10 +179,10 @@ def collectors(tmp_path: Path, broker):
 
     started = []
 
-    def start(*args: str, db: Path | None = None, url: str | None = None,
+    def start(*args: str, db: Path | str | None = None, url: str | None = None,
               name: str = "collector") -> CollectorProcess:
         collector = CollectorProcess(url or broker.url, db or tmp_path / "r.sqlite", args,
-                                     name).start()
+                                     name, log_dir=tmp_path).start()
         started.append(collector)
         return collector
 
@@ -217,3 +217,26 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     from bert_fixture import build_bert
 
     return build_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (initdb + pg_ctl on a free port)."""
+    from pg_env import Postgres
+
+    server = Postgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's PostgreSQL server, as a URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"

@@ -166,14 +166,15 @@ class CollectorProcess(ChildProcess):
     """`edgeq collect` as a real process."""
 
     broker_url: str
-    db: Path
+    db: Path | str  # a SQLite file or a postgresql:// URL
     args: tuple[str, ...] = ()
     name: str = "collector"
     proc: subprocess.Popen | None = None
+    log_dir: Path | None = None  # default: beside the SQLite file
 
     @property
     def log_path(self) -> Path:
-        return self.db.parent / f"{self.name}.log"
+        return (self.log_dir or Path(self.db).parent) / f"{self.name}.log"
 
     def start(self) -> CollectorProcess:
         self._spawn([sys.executable, "-m", "edgeq.cli", "collect", "--broker", self.broker_url,

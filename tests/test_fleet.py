@@ -104,6 +104,35 @@ def test_two_collectors_share_the_load_and_store_everything_once(tmp_path: Path,
     assert sorted(r for r, _ in stored_rows(db)) == sorted(r["report_id"] for r in sent)
 
 
+@pytest.mark.slow
+def test_two_collectors_on_one_postgres_store_lose_nothing_when_one_is_killed(
+        tmp_path: Path, broker, collectors, postgres_url: str) -> None:
+    """One PostgreSQL store for both; c1 is killed mid-stream and comes back with its session:
+    every result stored, none twice."""
+    from edgeq.fleet.store import open_store
+
+    group = [collectors("--client-id", f"c{k}", db=postgres_url, name=f"c{k}") for k in (1, 2)]
+    for c in group:
+        wait_until(lambda c=c: "subscribed" in c.log(), 20, "collector subscribed")
+    sent = [result(f"dev{k % 20}") for k in range(3000)]
+    pub = Publisher(broker.url)
+    infos = []
+    for k, r in enumerate(sent):
+        infos.append(pub.client.publish(topic(r["device"], "result"), encode(r), qos=1))
+        if k == 1000:
+            group[0].kill()
+    for info in infos:
+        info.wait_for_publish(30)
+    pub.close()
+    group[0] = collectors("--client-id", "c1", db=postgres_url, name="c1-again")
+    store = open_store(postgres_url)
+    try:
+        wait_until(lambda: store.count() == len(sent), 60, f"{len(sent)} rows")
+        assert sorted(r["report_id"] for r in store.results()) == sorted(r["report_id"] for r in sent)
+    finally:
+        store.close()
+
+
 @pytest.fixture()
 def acl_broker(tmp_path: Path):
     """mosquitto with passwords and the shipped per-device ACL (docker/mosquitto/acl)."""

@@ -48,8 +48,9 @@ def cli(verbose: int) -> None:
 @click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
               help="Graph rewrite, proved on float outputs. On by default: neg, "
                    "squared-difference, matmul-fc, index-fixup, rsqrt, mask-magnitude, "
-                   "outlier-split. On request: preprocessing (input normalisation moves out into "
-                   "preprocessing.json), gelu-tanh (an approximation, for TFLite Micro), int32-ids "
+                   "outlier-split, outlier-norm. On request: preprocessing (input normalisation "
+                   "moves out into preprocessing.json), gelu-tanh (an approximation, for TFLite "
+                   "Micro), int32-ids "
                    "(int64 inputs as int32, for TFLite Micro), or all.")
 @click.option("--no-rewrite", is_flag=True,
               help="Leave the graph as it is (none of the default rewrites).")
@@ -92,11 +93,14 @@ def _study_options(fn):
                      show_default=True,
                      help="Judge plans by accuracy/RMSE (needs y), output SQNR vs float, or "
                           "mean per-sample cosine to float (embeddings)."),
-        click.option("--calibration", default="minmax", show_default=True,
-                     help="minmax, mse (least int8 error per tensor) or percentile:P."),
-        click.option("--latency", default="builtin", show_default=True,
-                     help="How plans are timed: builtin (LiteRT builtin kernels, 1 thread; "
-                          "steady) or xnnpack[:THREADS] (LiteRT as users run it; 2 threads)."),
+        click.option("--calibration", default="auto", show_default=True,
+                     help="minmax, mse (least int8 error per tensor), percentile:P, or auto: "
+                          "search measures all-int8 under minmax, percentile:99.99 and mse and "
+                          "goes on with the best (analyze: minmax)."),
+        click.option("--latency", default="xnnpack", show_default=True,
+                     help="How plans are timed: xnnpack[:THREADS] (LiteRT as users run it, "
+                          "default settings; 2 threads) or builtin (LiteRT builtin kernels, 1 "
+                          "thread: steadier, but blind to what int16 costs under XNNPACK)."),
         click.option("--no-groups", is_flag=True,
                      help="Only single ops as candidates (no layer/block groups)."),
         click.option("--rewrite", "rewrites", multiple=True, metavar="NAME",
@@ -146,29 +150,34 @@ def analyze(model: Path, out: Path, calib: Path, metric: str, calibration: str, 
               show_default=True, help="What 'smallest' means under --max-drop.")
 @click.option("--reuse", type=click.Path(path_type=Path),
               help="A previous plan.json: start from it and re-examine only changed ops.")
+@click.option("--screen", default="auto", show_default=True, metavar="auto|off|N",
+              help="Sensitivity and greedy runs on the first N eval samples, the frontier "
+                   "measured again on all of them. auto: 32, when an all-int16x8 evaluation "
+                   "takes over 5 s and the eval set has over 64 samples.")
 @click.option("--allow-input-change", is_flag=True,
               help="Let the choice take a proposed rewrite that changes the model's input "
                    "(preprocessing moved into preprocessing.json); without it, it is only shown.")
 def search(model: Path, out: Path, calib: Path, metric: str, calibration: str, latency: str,
            no_groups: bool, rewrites: tuple[str, ...], no_rewrite: bool, as_json: bool, eval_: Path,
            max_drop: float | None, max_bytes: int | None, max_latency_ms: float | None, cost: str,
-           reuse: Path | None, allow_input_change: bool) -> None:
+           reuse: Path | None, screen: str, allow_input_change: bool) -> None:
     """Pareto search over int16 plans; writes the plan and model at the chosen point.
 
     Exit 0 when a point meets the constraint, 1 when none does (the best is named)."""
     from edgeq.fsutil import check_output_dir
     from edgeq.model.rewrite import chosen_rewrites
     from edgeq.study.measure import LatencySetting
-    from edgeq.study.search import Constraint, search_summary, write_search
+    from edgeq.study.search import Constraint, parse_screen, search_summary, write_search
     from edgeq.study.search import search as run_search
 
     check_output_dir(out)
     LatencySetting.parse(latency)
+    parse_screen(screen)
     constraint = Constraint.from_options(max_drop, max_bytes, max_latency_ms,
                                          "latency_ms" if cost == "latency" else "bytes")
     result = run_search(model, calib, eval_, constraint, metric, calibration, not no_groups,
                         reuse, not as_json, chosen_rewrites(rewrites, no_rewrite), latency,
-                        allow_input_change)
+                        allow_input_change, screen)
     write_search(out, result)
     click.echo(json.dumps(result.report.to_dict(), indent=2) if as_json
                else search_summary(result))
@@ -317,6 +326,12 @@ def _broker_options(fn):
     return fn
 
 
+_db_option = click.option(
+    "--db", required=True, metavar="FILE|URL",
+    help="Result store: a SQLite file, or postgresql://USER@HOST:PORT/DB shared by many "
+         "collectors and hosts (password: PGPASSWORD or ~/.pgpass, kept out of `ps`).")
+
+
 def _broker(url: str, username: str | None, password_file: Path | None, tls_ca: Path | None):
     from device_agent.connection import Broker, ConnectionConfigError
     from edgeq.errors import InputError
@@ -461,22 +476,50 @@ def bench_cmd(device: str, broker: str, username: str | None, password_file: Pat
     sys.exit(1 if result["errors"] else 0)
 
 
+def _tags(texts: tuple[str, ...]) -> dict[str, str]:
+    from device_agent.protocol import ProtocolError, parse_tags
+    from edgeq.errors import InputError
+
+    try:
+        return parse_tags(texts)
+    except ProtocolError as e:
+        raise InputError(str(e)) from e
+
+
+_targeting_options = [
+    click.option("--group", help="Only devices in this group (edgeq-agent --group)."),
+    click.option("--tag", "tags", multiple=True, metavar="K=V",
+                 help="Only devices with this tag (repeatable: all must match)."),
+]
+
+
+def _targeting(fn):
+    for option in reversed(_targeting_options):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("devices")
 @_broker_options
+@_targeting
 @click.option("--json", "as_json", is_flag=True, help="Print the retained statuses as JSON.")
 def devices_cmd(broker: str, username: str | None, password_file: Path | None,
-                tls_ca: Path | None, as_json: bool) -> None:
-    """Every device that has connected: online/offline, arch, runtime, active model."""
+                tls_ca: Path | None, group: str | None, tags: tuple[str, ...],
+                as_json: bool) -> None:
+    """Every device that has connected: online/offline, arch, runtime, active model, groups."""
+    from device_agent.protocol import matches
     from edgeq.cli.render import devices_table
     from edgeq.fleet.session import list_devices
 
-    found = list_devices(_broker(broker, username, password_file, tls_ca))
+    wanted = _tags(tags)
+    found = [s for s in list_devices(_broker(broker, username, password_file, tls_ca))
+             if matches(s, group, wanted)]
     click.echo(json.dumps(found, indent=2) if as_json else devices_table(found))
 
 
 @cli.command("collect")
 @_broker_options
-@click.option("--db", required=True, type=click.Path(path_type=Path), help="SQLite result store.")
+@_db_option
 @click.option("--group", default="edgeq", show_default=True,
               help="Shared-subscription group: collectors in one group split the results.")
 @click.option("--client-id", help="Stable MQTT client id (default: edgeq-collector-HOST-GROUP); "
@@ -486,7 +529,7 @@ def devices_cmd(broker: str, username: str | None, password_file: Path | None,
 @click.option("--metrics-bind", default="127.0.0.1", show_default=True,
               help="Address for the metrics endpoint (0.0.0.0 inside a container).")
 def collect_cmd(broker: str, username: str | None, password_file: Path | None,
-                tls_ca: Path | None, db: Path, group: str, client_id: str | None,
+                tls_ca: Path | None, db: str, group: str, client_id: str | None,
                 metrics_port: int | None, metrics_bind: str) -> None:
     """Collector daemon: store every device result once, until SIGINT/SIGTERM."""
     import signal
@@ -505,12 +548,12 @@ def collect_cmd(broker: str, username: str | None, password_file: Path | None,
 
 
 @cli.command("reports")
-@click.option("--db", required=True, type=click.Path(path_type=Path), help="SQLite result store.")
+@_db_option
 @click.option("--device", help="Only this device.")
 @click.option("--json", "as_json", is_flag=True, help="Rows as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Rows as CSV.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG comparison.")
-def reports_cmd(db: Path, device: str | None, as_json: bool, as_csv: bool,
+def reports_cmd(db: str, device: str | None, as_json: bool, as_csv: bool,
                 plot: Path | None) -> None:
     """Compare devices and models side by side: latency, energy, accuracy, agreement."""
     from edgeq.fleet.reports import plot as plot_rows

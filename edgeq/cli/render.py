@@ -128,12 +128,15 @@ def devices_table(statuses: list[dict[str, Any]]) -> str:
     """One line per device from its retained status."""
     if not statuses:
         return "no devices have connected to this broker"
-    lines = [f"{'device':<20} {'state':<8} {'arch':<8} {'runtime':<24} {'model':<24} {'sha256':<12}"]
+    lines = [f"{'device':<20} {'state':<8} {'arch':<8} {'runtime':<24} {'model':<24} "
+             f"{'sha256':<12} groups"]
     for s in statuses:
         rt, model = s.get("runtime") or {}, s.get("model") or {}
+        groups = ",".join(map(str, s.get("groups") or [])) or "-"
         lines.append(f"{s['device']:<20} {s.get('state', '?'):<8} {s.get('arch', '?'):<8} "
                      f"{(str(rt.get('name')) + ' ' + str(rt.get('version')))[:24]:<24} "
-                     f"{str(model.get('name', '-'))[:24]:<24} {str(model.get('sha256', '-'))[:12]:<12}")
+                     f"{str(model.get('name', '-'))[:24]:<24} {str(model.get('sha256', '-'))[:12]:<12} "
+                     f"{groups[:40]}")
     return "\n".join(lines)
 
 
@@ -176,3 +179,26 @@ def divergence_lines(d: Any) -> list[str]:
                 f"{b}: {100 * v:.1f}%" for b, v in t.histogram.items()))
     lines += [f"  why      {h}" for h in d.hints]
     return lines
+
+
+def rollout_summary(report: Any, every_device: bool = False) -> str:
+    """`edgeq rollout`: state and why, each wave's gate values, the devices that need a look
+    (every device with `every_device`)."""
+    r = report.to_dict()
+    counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
+    lines = [f"rollout {r['rollout_id']}: {r['state']} - {r['reason']}",
+             f"model sha256 {r['model_sha256'][:12]}, {len(r['devices'])} devices: {counts} "
+             f"({r['seconds']:.1f} s)"]
+    for w in r["waves"]:
+        gates = ", ".join(f"{k} {v}" for k, v in w.items()
+                          if k not in ("wave", "devices", "failed", "finished", "breach"))
+        lines.append(f"  wave {w['wave']}: {w['devices']} devices, {w['failed']} of "
+                     f"{w['finished']} finished failed{'; ' + gates if gates else ''}"
+                     f"{'; HALT: ' + w['breach'] if w['breach'] else ''}")
+    shown = [d for d in r["devices"] if every_device or d["state"] not in ("verified",)]
+    for d in shown[:None if every_device else 20]:
+        lines.append(f"  {d['device']:<24} wave {d['wave']:>2}  {d['state']:<12} "
+                     f"{(d['message'] or '')[:90]}")
+    if len(shown) > 20 and not every_device:
+        lines.append(f"  ... {len(shown) - 20} more (`edgeq rollout status {r['rollout_id']}`)")
+    return "\n".join(lines)

@@ -47,7 +47,7 @@ class CollectorConfig:
     """Everything `edgeq collect` needs."""
 
     broker: Broker
-    db: Path
+    db: str | Path  # a SQLite file or a postgresql:// URL
     group: str = "edgeq"
     client_id: str | None = None  # default: edgeq-collector-<hostname>-<group>
     session_expiry_s: int = 24 * 3600
@@ -203,7 +203,7 @@ class Collector:
         self.client.publish(resend_topic(), encode({"group": self.cfg.group}), qos=1)
         self.connected.set()
         log.info("collector: connected to %s, subscribed to %s, storing in %s",
-                 self.cfg.broker.url, shared_results(self.cfg.group), self.cfg.db)
+                 self.cfg.broker.url, shared_results(self.cfg.group), self.store.where)
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the collector's counters."""
