@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= out/demo
 
-.PHONY: install system-deps arm64-env lint test test-fast demo bench examples clean
+.PHONY: install system-deps arm64-env termux-env lint test test-fast demo bench examples clean
 
 # Debian packages: compilers (export micro), mosquitto, qemu/debootstrap/iproute2 (root + apt-get).
 system-deps:
@@ -13,6 +13,10 @@ system-deps:
 arm64-env:
 	bash .ci/arm64-env.sh || echo "arm64-env: not built; tests/test_qemu.py will be skipped" >&2
 
+# A Termux-like venv (tflite-runtime, no ai-edge-litert) for tests/test_termux.py.
+termux-env:
+	bash .ci/termux-env.sh || echo "termux-env: not built; tests/test_termux.py will be skipped" >&2
+
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[host,test,lint]'
 
@@ -21,7 +25,7 @@ lint: install
 	$(PYTHON) -m ruff check edgeq device_agent tests bench examples
 	$(PYTHON) -m mypy
 
-test: system-deps install arm64-env lint
+test: system-deps install arm64-env termux-env lint
 	$(PYTHON) -m pytest -q
 
 # The unit tier only (no TensorFlow conversion, interpreters, broker or subprocesses): < 1 min.

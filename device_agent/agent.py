@@ -19,12 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .adb import Phone, PhoneBatteryProbe, PhoneRuntime, PhoneTarget
 from .authority import Authority
+from .bundle import MODEL
 from .connection import Arrival, Broker, Inbox, Kind, make_client, properties
+from .loadcheck import check_in_child
 from .measurement import Measurement
 from .outbox import Outbox, correlation
 from .power import PowerProbe, detect_probe
@@ -41,7 +45,7 @@ from .protocol import (
     topic,
 )
 from .receiver import Receiver, ReceiverLimits, model_info
-from .runtimes import resolve_runtime
+from .runtimes import Runtime, open_runtime, resolve_runtime
 from .signing import load_public_key
 from .spool import Spool
 from .store import ModelStore
@@ -66,6 +70,7 @@ class AgentConfig:
     session_expiry_s: int = 600
     resend_after_s: float = 60.0
     child_python: tuple[str, ...] = ()  # how to start child interpreters; () = this one
+    phone: PhoneTarget | None = None  # bridge mode: this agent is a phone reached over adb
     groups: tuple[str, ...] = ()  # fleets this device is in (`edgeq rollout --group`)
     tags: tuple[tuple[str, str], ...] = ()  # k=v labels (`edgeq devices --tag`)
 
@@ -80,8 +85,16 @@ class Agent:
         self.store = ModelStore(cfg.data_dir)
         self.spool = Spool(cfg.data_dir / "spool", cfg.spool_limit)
         self.trusted = load_public_key(cfg.trust_key)
-        self.runtime_name, self.runtime_version = resolve_runtime(cfg.runtime)
-        self.probe, self.power_reason = detect_probe(cfg.power, probe_registry)
+        self.phone = Phone(cfg.phone) if cfg.phone is not None else None
+        if self.phone is not None:  # a phone bridged over adb: its tool, its battery
+            self.runtime_name = "adb"
+            target = self.phone.target
+            self.runtime_version = f"{target.benchmark_binary.name} ({target.delegate})"
+            probe_registry = {"adb-battery": partial(PhoneBatteryProbe, self.phone.adb)}
+        else:
+            self.runtime_name, self.runtime_version = resolve_runtime(cfg.runtime)
+        self.probe, self.power_reason = detect_probe(
+            "adb-battery" if self.phone and cfg.power == "auto" else cfg.power, probe_registry)
         self.authority = Authority(cfg.data_dir, self.trusted, self.device)
         self.inbox = Inbox()
         self.busy: dict[str, Any] | None = None  # the command running now (in the status)
@@ -89,8 +102,7 @@ class Agent:
         self.client = self._make_client()
         self.outbox = Outbox(self.client, self.device, self.spool, cfg.resend_after_s)
         self.receiver = Receiver(self, self.authority, ReceiverLimits(
-            cfg.data_dir, cfg.max_bundle_bytes, cfg.transfer_timeout_s, cfg.transfer_deadline_s,
-            cfg.child_python))
+            cfg.data_dir, cfg.max_bundle_bytes, cfg.transfer_timeout_s, cfg.transfer_deadline_s))
         self.measurement = Measurement(self, self.outbox, self.probe, self.power_reason,
                                        self.runtime_version, self.stopping)
 
@@ -209,6 +221,8 @@ class Agent:
             model=model_info(active), previous=model_info(self.store.previous()),
             busy=self.busy, key_id=self.authority.key_id, seq=self.authority.seq,
             groups=list(self.cfg.groups), tags=dict(self.cfg.tags),
+            phone=({**self.phone.props, "serial": self.phone.target.serial, "bridge": "adb"}
+                   if self.phone else None),
             power={"source": self.probe.name if self.probe else None,
                    "reason": self.power_reason or None},
             spool={"pending": len(self.spool), "dropped": self.spool.dropped,
@@ -261,6 +275,19 @@ class Agent:
         event = event_message(self.device, cmd_id, level, state, message, **details)
         self.client.publish(topic(self.device, "event"), encode(event), qos=1,
                             properties=correlation(cmd_id))
+
+    def open_runtime(self, model: bytes, threads: int) -> Runtime:
+        """The model in this agent's runtime (on a bridged phone: run there)."""
+        if self.phone is not None:
+            return PhoneRuntime(self.phone, model, threads)
+        return open_runtime(self.runtime_name, model, num_threads=threads)
+
+    def check_model(self, bundle_dir: Path) -> str | None:
+        """None when the model loads and invokes (a child process; a phone: on the phone)."""
+        if self.phone is not None:
+            return self.phone.check((bundle_dir / MODEL).read_bytes())
+        check = check_in_child(bundle_dir, self.runtime_name, python=self.cfg.child_python)
+        return None if check.ok else check.error
 
     def _ping(self, cmd: Command) -> None:
         self.event(cmd.id, "info", "pong", "pong", status=self.status("online"))

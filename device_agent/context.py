@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from .protocol import Command
+from .runtimes import Runtime
 from .store import ModelStore
 
 
@@ -25,3 +27,10 @@ class AgentContext(Protocol):
 
     def set_busy(self, cmd: Command | None) -> None:
         """Mark `cmd` as the command running now (None: idle) and publish the status."""
+
+    def open_runtime(self, model: bytes, threads: int) -> Runtime:
+        """The model loaded in this agent's runtime (on a bridged phone: run there)."""
+
+    def check_model(self, bundle_dir: Path) -> str | None:
+        """None when the model in `bundle_dir` loads and invokes in this agent's runtime (in a
+        child process; on a bridged phone: on the phone), else why not."""

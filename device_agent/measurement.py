@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from . import __version__
 from .benchmark import BenchmarkConfig, Interrupted, benchmark, random_inputs
@@ -20,7 +20,7 @@ from .outbox import Outbox
 from .power import PowerProbe, measure_power, unavailable_power
 from .protocol import Command
 from .receiver import model_info
-from .runtimes import Runtime, open_runtime
+from .runtimes import Runtime
 
 log = logging.getLogger("edgeq.agent")
 
@@ -68,10 +68,9 @@ class Measurement:
         a = cmd.args
         model = bundle.model_path.read_bytes()
         threads = a.get("threads", 1)
-        name = self.agent.runtime_name
 
         def open_model() -> Runtime:
-            return open_runtime(name, model, num_threads=threads)
+            return self.agent.open_runtime(model, threads)
 
         eval_samples = raw_samples(bundle, a["max_samples"])
         stop = self.stopping.is_set
@@ -83,13 +82,21 @@ class Measurement:
         samples = eval_samples or random_inputs(bundle.inputs())
         cfg = BenchmarkConfig(a["runs"], a["warmup"], a["min_seconds"], a["max_seconds"],
                               should_stop=stop)
-        latency, rt = benchmark(open_model, samples, cfg)
+        busy: Callable[[float], int]
+        if self.agent.runtime_name == "adb":  # a bridged phone: its own tool times it there
+            rt = open_model()
+            latency = {**cast(Any, rt).tool_benchmark(a["runs"], a["warmup"]),
+                       "inputs": "the tool's own"}
+            busy = cast(Any, rt).busy
+        else:
+            latency, rt = benchmark(open_model, samples, cfg)
+            latency["inputs"] = "eval set" if eval_samples else "random"
+            busy = _busy_loop(rt, samples, stop)
         with rt:
             result["runtime"]["version"] = rt.version
-            result["latency"] = {**latency, "threads": threads,
-                                 "inputs": "eval set" if eval_samples else "random"}
+            result["latency"] = {**latency, "threads": threads}
             result["power"] = (measure_power(self.probe, self.power_reason, a["power_window_s"],
-                                             _busy_loop(rt, samples, stop), self._wait)
+                                             busy, self._wait)
                                if a["power"] else unavailable_power("not requested"))
             if a["evaluate"]:
                 result["accuracy"] = evaluate(rt, bundle, eval_samples, stop)

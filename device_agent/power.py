@@ -15,6 +15,7 @@ Sources and their units (Linux sysfs ABI unless noted):
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -27,8 +28,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import AgentError
 
-SOURCES = ("rapl", "hwmon", "power_supply", "pi5")
-DEFAULT_INTERVAL_S = {"rapl": 0.05, "hwmon": 0.05, "power_supply": 0.1, "pi5": 0.1}
+SOURCES = ("rapl", "hwmon", "power_supply", "pi5", "termux")
+# termux-battery-status asks Android through the Termux:API app: ~0.3-1 s per call
+DEFAULT_INTERVAL_S = {"rapl": 0.05, "hwmon": 0.05, "power_supply": 0.1, "pi5": 0.1, "termux": 1.0,
+                      "adb-battery": 0.3}  # one adb call per sample
 
 
 class ProbeUnavailable(AgentError, RuntimeError):
@@ -232,11 +235,67 @@ def _vcgencmd() -> str:
         raise ProbeUnavailable(f"vcgencmd pmic_read_adc failed: {e}") from e
 
 
+def parse_termux_battery(text: str) -> tuple[str, float | None, float | None]:
+    """`termux-battery-status` JSON -> (status, amps, volts); `current` is in uA and `voltage`
+    in mV (Termux:API versions before voltage was added give None for it)."""
+    try:
+        info = json.loads(text)
+    except ValueError as e:
+        raise ProbeUnavailable(f"termux-battery-status printed no JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ProbeUnavailable("termux-battery-status printed no JSON object")
+
+    def number(key: str, scale: float) -> float | None:
+        value = info.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return abs(float(value)) / scale if ok and value else None
+    return str(info.get("status", "")), number("current", 1e6), number("voltage", 1e3)
+
+
+class TermuxBatteryProbe:
+    """A phone's battery through Termux:API (`pkg install termux-api` and the Termux:API app):
+    what the whole phone draws, sampled at about 1 Hz."""
+
+    name = "termux"
+
+    def __init__(self, run: Callable[[], str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if run is None:
+            if shutil.which("termux-battery-status") is None:
+                raise ProbeUnavailable("termux-battery-status not found (in Termux: pkg install "
+                                       "termux-api, and install the Termux:API app)")
+            run = _termux_battery
+        self.run, self.clock = run, clock
+        status, amps, volts = parse_termux_battery(self.run())
+        if status not in ("DISCHARGING", "NOT_CHARGING"):
+            raise ProbeUnavailable(f"battery is {status or 'in an unknown state'}: on a charger "
+                                   "it does not see what the phone draws; unplug to measure")
+        if amps is None or volts is None:
+            raise ProbeUnavailable("termux-battery-status gives no current or voltage (update "
+                                   "the Termux:API app)")
+        self.notes = ("Termux:API battery current x voltage, magnitudes (vendors differ in sign); "
+                      "~1 Hz",)
+
+    def read(self) -> Reading:
+        _, amps, volts = parse_termux_battery(self.run())
+        if amps is None or volts is None:
+            raise ProbeUnavailable("termux-battery-status stopped giving current and voltage")
+        return Reading(self.clock(), watts=amps * volts)
+
+
+def _termux_battery() -> str:
+    try:
+        return subprocess.run(["termux-battery-status"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ProbeUnavailable(f"termux-battery-status failed: {e}") from e
+
+
 def probe_registry() -> dict[str, Callable[..., PowerProbe]]:
     """Probe constructors by source name, in `auto` preference order (whole-board sensors
-    before SoC-only counters)."""
+    before SoC-only counters; a phone's battery last)."""
     return {"hwmon": HwmonProbe, "pi5": Pi5PmicProbe, "rapl": RaplProbe,
-            "power_supply": PowerSupplyProbe}
+            "power_supply": PowerSupplyProbe, "termux": TermuxBatteryProbe}
 
 
 def detect_probe(choice: str = "auto",

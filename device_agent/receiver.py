@@ -17,7 +17,6 @@ from .authority import Authority, NotAuthorized
 from .bundle import Bundle, BundleError, extract_bundle
 from .context import AgentContext
 from .errors import AgentError
-from .loadcheck import check_in_child
 from .protocol import Command, signed_part
 from .signing import sha256_file
 
@@ -32,7 +31,6 @@ class ReceiverLimits:
     max_bundle_bytes: int
     transfer_timeout_s: float  # no chunk for this long: abort
     transfer_deadline_s: float  # a whole transfer, however it trickles
-    child_python: tuple[str, ...] = ()
 
 
 @dataclass
@@ -193,10 +191,9 @@ class Receiver:
             raise Rejected(str(e)) from None
         if bundle.model_sha256 != t.manifest["model_sha256"]:
             raise Rejected("model sha256 in the bundle differs from the manifest's")
-        runtime = self.agent.runtime_name
-        check = check_in_child(staging, runtime, python=self.limits.child_python)
-        if not check.ok:
-            raise Rejected(f"model does not load and invoke in {runtime}: {check.error}")
+        why = self.agent.check_model(staging)
+        if why is not None:
+            raise Rejected(f"model does not load and invoke in {self.agent.runtime_name}: {why}")
         return Bundle(self.store.models / t.manifest["sha256"], bundle.meta)
 
     def rollback(self, cmd: Command) -> None:
@@ -218,11 +215,10 @@ class Receiver:
                                  f"the kept previous model is {previous.directory.name[:12]}")
             return
         self.authority.accept(authorization["seq"])
-        runtime = self.agent.runtime_name
-        check = check_in_child(previous.directory, runtime, python=self.limits.child_python)
-        if not check.ok:
+        why = self.agent.check_model(previous.directory)
+        if why is not None:
             self._reject(cmd.id, f"previous model {previous.name} does not load and invoke in "
-                                 f"{runtime}: {check.error}")
+                                 f"{self.agent.runtime_name}: {why}")
             return
         self.store.rollback()
         log.info("rollback %s: activated %s (%s)", cmd.id, previous.name, previous.model_sha256[:12])

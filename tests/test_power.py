@@ -15,6 +15,7 @@ from device_agent.power import (
     ProbeUnavailable,
     RaplProbe,
     Reading,
+    TermuxBatteryProbe,
     detect_probe,
     measure_power,
     parse_pmic,
@@ -139,6 +140,32 @@ def test_pi5_pmic_pairs_rails_and_skips_voltage_only_lines() -> None:
 def test_pi5_without_pmic_output_is_unavailable() -> None:
     with pytest.raises(ProbeUnavailable, match="no current/voltage rail pairs"):
         Pi5PmicProbe(run=lambda: "error=1 error_msg=\"Command not registered\"\n")
+
+
+# The JSON `termux-battery-status` prints (field names and units of Termux:API's BatteryStatus:
+# current in uA, negative while discharging on most phones, voltage in mV; values illustrative,
+# no phone here to record one).
+TERMUX_DISCHARGING = ('{"present": true, "technology": "Li-ion", "health": "GOOD", '
+                      '"plugged": "UNPLUGGED", "status": "DISCHARGING", "temperature": 29.5, '
+                      '"voltage": 3987, "current": -412000, "current_average": -398000, '
+                      '"percentage": 71, "level": 71, "scale": 100, "charge_counter": 2871000, '
+                      '"energy": null, "cycle": 312}')
+
+
+def test_termux_battery_current_times_voltage() -> None:
+    probe = TermuxBatteryProbe(run=lambda: TERMUX_DISCHARGING)
+    assert probe.read().watts == pytest.approx(0.412 * 3.987)
+    assert probe.name == "termux" and "magnitudes" in probe.notes[0]
+
+
+@pytest.mark.parametrize("text,message", [
+    (TERMUX_DISCHARGING.replace('"DISCHARGING"', '"CHARGING"'), "battery is CHARGING"),
+    (TERMUX_DISCHARGING.replace('"voltage": 3987, ', ""), "no current or voltage"),
+    ("termux-api: Termux:API app not installed", "printed no JSON"),
+])
+def test_termux_battery_says_why_it_cannot_measure(text: str, message: str) -> None:
+    with pytest.raises(ProbeUnavailable, match=message):
+        TermuxBatteryProbe(run=lambda: text)
 
 
 def test_no_sensor_gives_nulls_and_every_reason(tmp_path: Path) -> None:
