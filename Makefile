@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= out/demo
 
-.PHONY: install system-deps arm64-env termux-env lint test test-fast demo bench examples clean
+.PHONY: install system-deps arm64-env termux-env tflm-env lint test test-fast demo bench examples clean
 
 # Debian packages: compilers (export micro), mosquitto, qemu/debootstrap/iproute2 (root + apt-get).
 system-deps:
@@ -17,6 +17,10 @@ arm64-env:
 termux-env:
 	bash .ci/termux-env.sh || echo "termux-env: not built; tests/test_termux.py will be skipped" >&2
 
+# TFLite Micro's C++ tree + its libraries (host, Cortex-M4 CMSIS-NN) for tests/test_firmware.py.
+tflm-env:
+	bash .ci/tflm-env.sh || echo "tflm-env: not built; tests/test_firmware.py will be skipped" >&2
+
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[host,test,lint]'
 
@@ -25,7 +29,7 @@ lint: install
 	$(PYTHON) -m ruff check edgeq device_agent tests bench examples
 	$(PYTHON) -m mypy
 
-test: system-deps install arm64-env termux-env lint
+test: system-deps install arm64-env termux-env tflm-env lint
 	$(PYTHON) -m pytest -q
 
 # The unit tier only (no TensorFlow conversion, interpreters, broker or subprocesses): < 1 min.

@@ -7,6 +7,8 @@
 #     mosquitto_passwd for the ACL test, mosquitto_pub/sub for bench/fleet_bench.py.
 #   qemu-user-static, debootstrap: the arm64 agent under emulation (.ci/arm64-env.sh).
 #   iproute2: `ip netns` for the fleet-in-network-namespaces test.
+#   qemu-system-arm: the exported firmware on an emulated Cortex-M4 (mps2-an386), patch: the
+#     offline TFLM tree (.ci/tflm-env.sh).
 #   postgresql: the real PostgreSQL server the store and rollout tests start (initdb + pg_ctl
 #     in a temp dir on a free port, as the unprivileged `postgres` user the package creates).
 set -euo pipefail
@@ -22,6 +24,8 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ip >/dev/null || need+=(iproute2)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
+command -v patch >/dev/null || need+=(patch)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq

@@ -2,7 +2,10 @@
 
 Per model: export time (with and without the compile-and-rerun verification), model array
 overhead in the compiled object beyond the .tflite bytes, and the measured arena against the
-TFLM Python default (10x model size) and edgeq's own check default.
+TFLM Python default (10x model size) and edgeq's own check default. With a prepared TFLM tree
+(`.ci/tflm-env.sh`; EDGEQ_TFLM_DIR), also the exported firmware built and run on TFLM's C++:
+host (reference kernels) and QEMU's Cortex-M4 with CMSIS-NN: flash/RAM, arena used,
+instructions per inference, max LSB vs the golden (LiteRT reference kernels) outputs.
 
     python bench/export_bench.py
 """
@@ -30,7 +33,29 @@ CASES = [  # (example, convert options)
     ("digits_attention", {"int16": ("SOFTMAX", "BATCH_MATMUL")}),
     ("digits_outlier_mlp", {"int16": (".*hidden.*",)}),
     ("wine_collapse", {"rewrites": ("preprocessing",)}),
+    ("digits_attention", {"mode": "int16x8", "rewrites": ("all",), "cmsis_nn": True}),
 ]
+TFLM = Path(os.environ.get("EDGEQ_TFLM_DIR", Path.home() / ".cache/edgeq/tflm")) / "tflite-micro"
+
+
+def firmware(out: Path) -> dict:
+    """The exported project on TFLM C++ (host, cortex-m4) when a built TFLM tree is there."""
+    from edgeq.errors import EdgeqError
+    from edgeq.micro.firmware import FirmwareConfig, firmware_run
+
+    if not (TFLM / "gen").is_dir():
+        return {"skipped": f"no built TFLM tree at {TFLM} (.ci/tflm-env.sh)"}
+    runs = {}
+    for target in ("host", "cortex-m4"):
+        try:
+            r = firmware_run(FirmwareConfig(out, TFLM, target)).to_dict()
+            runs[target] = {k: r[k] for k in ("passed", "max_diff_lsb", "flash_bytes",
+                                              "ram_bytes", "arena_used_bytes")}
+            if r["instructions_per_inference"]:
+                runs[target]["instructions_per_inference"] = max(r["instructions_per_inference"])
+        except EdgeqError as e:
+            runs[target] = {"error": str(e)[:240]}
+    return runs
 
 
 def main() -> None:
@@ -60,6 +85,8 @@ def main() -> None:
             "arena_vs_default": round(a["exported_bytes"] / a["tflm_python_default_bytes"], 3),
             "tflm_vs_litert_lsb": v["tflm_from_object"]["max_abs_diff_lsb_vs_litert"],
             "same_arena_both_runs": fast["arena"]["measured_bytes"] == a["measured_bytes"],
+            "cmsis_nn_weights": bool(options.get("cmsis_nn")),
+            "firmware": firmware(root / f"full{k}"),
         })
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                       "exports": rows}, indent=2))

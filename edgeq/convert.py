@@ -53,6 +53,7 @@ class ConvertConfig:
     rewrites: tuple[str, ...] | None = None  # None: the exact defaults, or the plan's rewrites
     show_progress: bool = True
     tolerance: int | None = None  # TFLM vs LiteRT, LSB (default: by output dtype)
+    cmsis_nn: bool = False  # int16 FULLY_CONNECTED with per-tensor weights, as CMSIS-NN needs
 
     def resolved_mode(self) -> str:
         if self.mode is None:
@@ -93,7 +94,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     model, calib, evald = loaded.model, loaded.calib, loaded.eval
     log.info("loaded %s (%s): %d inputs, %d outputs, float %d bytes", model.source, model.kind,
              len(model.inputs), len(model.outputs), len(model.tflite))
-    session = QuantSession(model, calib, method, cfg.show_progress)
+    session = QuantSession(model, calib, method, cfg.show_progress, cmsis_nn=cfg.cmsis_nn)
     log.info("calibrated (%s) on %d samples in %.2f s", method, len(calib), session.calibration_s)
     requested, plan_default = _requested_int16(cfg, session, plan_in)
     wanted, default = resolve_precisions(session, mode, requested)

@@ -202,3 +202,20 @@ def rollout_summary(report: Any, every_device: bool = False) -> str:
     if len(shown) > 20 and not every_device:
         lines.append(f"  ... {len(shown) - 20} more (`edgeq rollout status {r['rollout_id']}`)")
     return "\n".join(lines)
+
+
+def firmware_summary(report: Any) -> str:
+    """`edgeq firmware run`: verdict, sizes, arena, per-output differences, instructions."""
+    r = report.to_dict()
+    lines = [f"edgeq firmware run: {r['target']} ({r['kernels']}): "
+             f"{'PASS' if r['passed'] else 'FAIL'}, max |diff| {r['max_diff_lsb']} LSB vs the "
+             f"golden outputs over {r['golden_samples']} samples (tolerance {r['tolerance_lsb']})",
+             f"flash {r['flash_bytes']:,} B, RAM {r['ram_bytes']:,} B, arena used "
+             f"{r['arena_used_bytes']:,} of {r['arena_bytes']:,} B",
+             "per output max |diff| LSB: " + ", ".join(map(str, r["output_max_diff_lsb"]))]
+    if r["instructions_per_inference"]:
+        n = r["instructions_per_inference"]
+        lines.append(f"instructions per inference (QEMU -icount): {min(n):,} - {max(n):,} over "
+                     f"{len(n)} runs")
+    lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()))
+    return "\n".join(lines)

@@ -158,6 +158,7 @@ def golden_sources(cname: str, inputs: list[np.ndarray], outputs: list[np.ndarra
         f"{_CTYPES[outputs[i].dtype.name]}>(interpreter.output({i}))[j]);\n"
         f"      const long want = static_cast<long>(g_{cname}_golden_output{i}[k][j]);\n"
         f"      const long diff = got > want ? got - want : want - got;\n"
+        f"      if (diff > worst_out[{i}]) worst_out[{i}] = diff;\n"
         f"      if (diff > worst) worst = diff;\n    }}" for i in range(len(outputs)))
     header = f"""{banner}
 #ifndef {guard}
@@ -176,17 +177,36 @@ inline constexpr long kGoldenToleranceLsb = {tolerance};
 
 #ifdef EDGEQ_WITH_TFLM
 #include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/kernels/internal/tensor_ctypes.h"
+
+#ifdef EDGEQ_TICKS  // a cycle counter, e.g. -DEDGEQ_TICKS=edgeq_ticks (cortex-m4/startup.c)
+extern "C" unsigned long EDGEQ_TICKS(void);
+#endif
 
 namespace {cname}_model {{
 // Runs every golden input; returns true when all outputs are within kGoldenToleranceLsb.
+// With EDGEQ_REPORT it prints each output's largest difference (and, with EDGEQ_TICKS, the
+// cycles of each Invoke), the lines `edgeq firmware run` reads.
 inline bool RunGolden(tflite::MicroInterpreter& interpreter, long* max_diff_lsb) {{
   long worst = 0;
+  long worst_out[{len(outputs)}] = {{0}};
   for (int k = 0; k < kGoldenCount; ++k) {{
 {copy_in}
+#ifdef EDGEQ_TICKS
+    const unsigned long start = EDGEQ_TICKS();
+#endif
     if (interpreter.Invoke() != kTfLiteOk) return false;
+#if defined(EDGEQ_TICKS) && defined(EDGEQ_REPORT)
+    MicroPrintf("edgeq ticks %d %u", k, static_cast<unsigned>(EDGEQ_TICKS() - start));
+#endif
 {compare}
   }}
+#ifdef EDGEQ_REPORT
+  for (int i = 0; i < {len(outputs)}; ++i) {{
+    MicroPrintf("edgeq output %d max_diff_lsb %d", i, static_cast<int>(worst_out[i]));
+  }}
+#endif
   *max_diff_lsb = worst;
   return worst <= kGoldenToleranceLsb;
 }}

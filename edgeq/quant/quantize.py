@@ -24,13 +24,14 @@ RECIPE_SCHEMA_VERSION = 1
 ALGORITHM = "min_max_uniform_quantize"
 
 
-def _op_config(precision: Precision) -> dict[str, Any]:
+def _op_config(precision: Precision, per_tensor_weights: bool = False) -> dict[str, Any]:
     bits = 16 if precision is Precision.INT16 else 8
     return {
         "activation_tensor_config": {"num_bits": bits, "symmetric": bits == 16,
                                      "granularity": "TENSORWISE", "dtype": "INT"},
         "weight_tensor_config": {"num_bits": 8, "symmetric": True,
-                                 "granularity": "CHANNELWISE", "dtype": "INT"},
+                                 "granularity": "TENSORWISE" if per_tensor_weights
+                                 else "CHANNELWISE", "dtype": "INT"},
         "compute_precision": "INTEGER",
         "explicit_dequantize": False,
         "skip_checks": False,
@@ -38,9 +39,15 @@ def _op_config(precision: Precision) -> dict[str, Any]:
     }
 
 
-def _rule(regex: str, operation: str, precision: Precision) -> dict[str, Any]:
+def _rule(regex: str, operation: str, precision: Precision,
+          per_tensor_weights: bool = False) -> dict[str, Any]:
     return {"regex": regex, "operation": operation, "algorithm_key": ALGORITHM,
-            "op_config": _op_config(precision)}
+            "op_config": _op_config(precision, per_tensor_weights)}
+
+
+# TFLite Micro's CMSIS-NN FULLY_CONNECTED takes per-channel weights only with int8 inputs
+# (kernels/cmsis_nn/fully_connected.cc): an int16x8 one needs per-tensor weights to run there.
+CMSIS_NN_PER_TENSOR_INT16 = ("FULLY_CONNECTED",)
 
 
 def op_regex(op: OpInfo) -> str:
@@ -49,7 +56,7 @@ def op_regex(op: OpInfo) -> str:
 
 
 def build_recipe(ops: list[OpInfo], precisions: Mapping[int, Precision],
-                 default: Precision = Precision.INT8) -> list[dict[str, Any]]:
+                 default: Precision = Precision.INT8, cmsis_nn: bool = False) -> list[dict[str, Any]]:
     """A litert-quantizer recipe: int8 first (the fallback where int16 has no rule), then the
     default, then one exact rule per op that differs from the default. Last match wins.
 
@@ -57,14 +64,20 @@ def build_recipe(ops: list[OpInfo], precisions: Mapping[int, Precision],
         ops: the float model's ops.
         precisions: op index -> precision; ops not listed take `default`.
         default: precision of unlisted ops and of the model I/O.
+        cmsis_nn: int16 ops of CMSIS_NN_PER_TENSOR_INT16 get per-tensor weights.
     """
     recipe = [_rule(".*", "*", Precision.INT8)]
     if default is Precision.INT16:
         recipe.append(_rule("(?s).*", "*", Precision.INT16))
+        if cmsis_nn:
+            recipe += [_rule("(?s).*", kind, Precision.INT16, True)
+                       for kind in CMSIS_NN_PER_TENSOR_INT16]
     for op in ops:
         precision = precisions.get(op.index, default)
         if precision is not default and quantizer_supports(op.op, precision):
-            recipe.append(_rule(op_regex(op), op.op, precision))
+            per_tensor = (cmsis_nn and precision is Precision.INT16
+                          and op.op in CMSIS_NN_PER_TENSOR_INT16)
+            recipe.append(_rule(op_regex(op), op.op, precision, per_tensor))
     return recipe
 
 

@@ -43,8 +43,10 @@ class QuantSession:
 
     def __init__(self, model: FloatModel, calib: Dataset,
                  method: CalibrationMethod = MINMAX, show_progress: bool = True,
-                 kernels: KernelCache | None = None, quiet: bool = False) -> None:
+                 kernels: KernelCache | None = None, quiet: bool = False,
+                 cmsis_nn: bool = False) -> None:
         self.model = model
+        self.cmsis_nn = cmsis_nn  # int16 FULLY_CONNECTED with per-tensor weights (see quantize)
         self.calib = calib
         self.method = method
         self.ops: list[OpInfo] = read_ops(model.tflite)
@@ -70,7 +72,7 @@ class QuantSession:
         """Quantise with `int16` op indices in int16 (or all but int8-demoted ones when the
         default is int16); verify every op's precision."""
         precisions = self.precisions(int16, default)
-        recipe = build_recipe(self.ops, precisions, default)
+        recipe = build_recipe(self.ops, precisions, default, self.cmsis_nn)
         tflite = quantize_model(self.model.tflite, recipe, self.stats)
         outcomes = verify_precisions(self.ops, tflite, precisions, default)
         return Quantized(tflite, recipe, outcomes)
