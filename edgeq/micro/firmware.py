@@ -37,8 +37,8 @@ TFLM_DEFINES = ["-DTF_LITE_STATIC_MEMORY", "-DTF_LITE_DISABLE_X86_NEON"]
 
 
 class FirmwareError(EdgeqError):
-    """A firmware step failed; `step` names it (tflm, compile, link, overflow, run, arena,
-    mismatch)."""
+    """A firmware step failed; `step` names it (tflm, compile, link, overflow, size, run,
+    arena)."""
 
     exit_code = 1
 
@@ -85,7 +85,6 @@ class FirmwareReport:
     arena_bytes: int
     instructions_per_inference: list[int] = field(default_factory=list)  # cortex-m4 only
     seconds: dict[str, float] = field(default_factory=dict)
-    elf: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,8 +233,8 @@ def _why(text: str) -> str:
 
 
 def firmware_run(cfg: FirmwareConfig) -> FirmwareReport:
-    """Build TFLM (cached), build the firmware, run it, read what it printed. A golden mismatch
-    beyond the export's tolerance is a FirmwareError('mismatch') after the report is made."""
+    """Build TFLM (cached), build the firmware, run it, read what it printed. Outputs beyond the
+    export's tolerance give a report with `passed` False (the CLI exits 1)."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     library = tflm_library(cfg)
