@@ -164,7 +164,8 @@ def test_bridge_deploys_to_and_benchmarks_two_fake_phones(tmp_path: Path, broker
             report = json.loads(out)
             lat, agree = report["latency"], report["accuracy"]["agreement"]
             assert report["runtime"]["name"] == "adb" and lat["runs"] == 20
-            assert 0 < lat["min_ms"] <= lat["max_ms"] and lat["mean_ms"] > 0  # us, truncated
+            # whole microseconds, as the real tool prints them: a sub-us run reads 0
+            assert 0 <= lat["min_ms"] <= lat["max_ms"] and lat["mean_ms"] >= 0 and lat["init_ms"] > 0
             assert "benchmark_model" in lat["source"] and "p50_ms" not in lat
             power = report["power"]
             if phone.endswith("SERIAL1"):
