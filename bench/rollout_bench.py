@@ -27,7 +27,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -228,5 +227,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    threading.stack_size(512 * 1024)
     main()
