@@ -104,7 +104,8 @@ def deploy(cfg: DeployConfig) -> dict[str, Any]:
         session.answer(cfg.device, cmd.id, ("ready",), cfg.timeout_s,
                        f"device '{cfg.device}' to accept the deploy")
         sending = time.perf_counter()
-        chunks = _send_chunks(session, cfg, cmd.id, data)
+        chunks = publish_chunks(session.client, cfg.device, cmd.id, data, cfg.chunk_size,
+                                cfg.timeout_s)
         sent = time.perf_counter()
         _await_received(session, cfg, cmd.id, chunks, len(data))
         transferred = time.perf_counter()
@@ -125,14 +126,16 @@ def deploy(cfg: DeployConfig) -> dict[str, Any]:
             "throughput_mb_s": round(len(data) / 1e6 / max(transferred - sending, 1e-9), 2)}
 
 
-def _send_chunks(session: HostSession, cfg: DeployConfig, deploy_id: str, data: bytes) -> list[Any]:
-    """Queue every chunk (QoS 1) and return their publish handles."""
-    expiry = properties("PUBLISH", MessageExpiryInterval=max(1, int(cfg.timeout_s)))
+def publish_chunks(client: Any, device: str, deploy_id: str, data: bytes, chunk_size: int,
+                   expiry_s: float) -> list[Any]:
+    """Queue every chunk of `data` for `device` (QoS 1, dropped by the broker after `expiry_s`);
+    returns their publish handles."""
+    expiry = properties("PUBLISH", MessageExpiryInterval=max(1, int(expiry_s)))
     view = memoryview(data)
-    return [session.client.publish(chunk_topic(cfg.device, deploy_id, n),
-                                   bytes(view[n * cfg.chunk_size:(n + 1) * cfg.chunk_size]),
-                                   qos=1, properties=expiry)
-            for n in range(-(-len(data) // cfg.chunk_size))]
+    return [client.publish(chunk_topic(device, deploy_id, n),
+                           bytes(view[n * chunk_size:(n + 1) * chunk_size]), qos=1,
+                           properties=expiry)
+            for n in range(-(-len(data) // chunk_size))]
 
 
 def _await_received(session: HostSession, cfg: DeployConfig, deploy_id: str, chunks: list[Any],

@@ -30,23 +30,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from device_agent.connection import Arrival, Broker, Kind, properties
+from device_agent.connection import Arrival, Broker, Kind
 from device_agent.protocol import (
     MAX_RESULT_BYTES,
     ProtocolError,
     all_devices,
     check_result,
-    chunk_topic,
     command,
     decode,
     device_of,
-    encode,
     matches,
-    topic,
 )
 from device_agent.signing import SignatureError, authorize
 from edgeq.errors import DeviceRefused, InputError
-from edgeq.fleet.deploy import CHUNK_SIZE, DeployConfig, build_bundle, signed_manifest
+from edgeq.fleet.deploy import (
+    CHUNK_SIZE,
+    DeployConfig,
+    build_bundle,
+    publish_chunks,
+    signed_manifest,
+)
 from edgeq.fleet.session import HostSession, new_command_id
 from edgeq.fleet.store import SQLStore, open_store
 from edgeq.progress import CountProgress
@@ -319,10 +322,16 @@ class Rollout:
 
     # -- the waves -----------------------------------------------------------------------
 
-    def run(self, session: HostSession) -> tuple[str, str]:
+    def attach(self, session: HostSession, view: FleetView | None = None) -> None:
+        """Watch the fleet through `session` (`view`: statuses already read on it)."""
+        if view is None:
+            view = FleetView(session)
+            view.start(self.cfg.discover_s)
+        self.view = view
+
+    def run(self, session: HostSession, view: FleetView | None = None) -> tuple[str, str]:
         """Every wave with unfinished devices, in order; returns (state, reason)."""
-        self.view = FleetView(session)
-        self.view.start(self.cfg.discover_s)
+        self.attach(session, view)
         self._recover()
         for wave in sorted({r.wave for r in self.rows.values()}):
             cohort = [r for r in self.rows.values() if r.wave == wave and r.state not in SETTLED]
@@ -435,7 +444,8 @@ class Rollout:
         def on_event(event: dict[str, Any], r: DeviceRow) -> bool:
             state = event.get("state")
             if state == "ready":
-                self._send_chunks(r.device, event["cmd_id"])
+                publish_chunks(self.view.session.client, r.device, event["cmd_id"], self.bundle,
+                               self.cfg.chunk_size, self.cfg.timeout_s)
                 return False
             if state == "activated":
                 r.state, r.message = "activated", event.get("message")
@@ -446,15 +456,6 @@ class Rollout:
             return False
         self._exchange({c: (r, cmd) for c, (r, cmd) in todo.items()}, on_event,
                        self.cfg.timeout_s + chunks * 0.05, "deploy")
-
-    def _send_chunks(self, device: str, deploy_id: str) -> None:
-        expiry = properties("PUBLISH", MessageExpiryInterval=max(1, int(self.cfg.timeout_s)))
-        view = memoryview(self.bundle)
-        for n in range(-(-len(self.bundle) // self.cfg.chunk_size)):
-            self.view.session.client.publish(
-                chunk_topic(device, deploy_id, n),
-                bytes(view[n * self.cfg.chunk_size:(n + 1) * self.cfg.chunk_size]), qos=1,
-                properties=expiry)
 
     def _benchmark(self, rows: list[DeviceRow]) -> dict[str, dict[str, Any]]:
         """A short benchmark (and evaluation, when the bundle has eval data) on each; their
@@ -545,9 +546,7 @@ class Rollout:
         while (queue or waiting) and time.monotonic() < deadline:
             while queue and len(waiting) < MAX_IN_FLIGHT:
                 cmd_id, (r, cmd) = queue.pop(0)
-                session.client.publish(topic(r.device, "cmd"), encode(cmd.to_dict()), qos=1,
-                                       properties=properties("PUBLISH", MessageExpiryInterval=max(
-                                           1, int(self.cfg.timeout_s))))
+                session.publish_command(r.device, cmd, self.cfg.timeout_s)
                 waiting[cmd_id] = r
             self.view.pump(0.2)
             while self.view.events:
@@ -651,7 +650,8 @@ def start_rollout(cfg: RolloutConfig) -> RolloutReport:
             log.info("rollout %s: %s to %d devices (%s) in %d waves", rollout_id,
                      meta["name"], len(rows), _selector(cfg),
                      len({r.wave for r in rows.values() if r.state == "queued"}))
-            return _run(Rollout(cfg, store, rollout_id, rows, bundle, meta), session, started)
+            return _run(Rollout(cfg, store, rollout_id, rows, bundle, meta), session, started,
+                        view)
     finally:
         store.close()
 
@@ -675,9 +675,10 @@ def _plan(store: SQLStore, view: FleetView, cfg: RolloutConfig, targets: list[st
     return rows
 
 
-def _run(rollout: Rollout, session: HostSession, started: float) -> RolloutReport:
+def _run(rollout: Rollout, session: HostSession, started: float,
+         view: FleetView | None = None) -> RolloutReport:
     try:
-        state, reason = rollout.run(session)
+        state, reason = rollout.run(session, view)
     finally:
         rollout.progress.close()
     rollout.set_state(state, reason)
@@ -728,8 +729,7 @@ def abort_rollout(rollout_id: str, broker: Broker, key: Path, db: str,
         meta = {"model": {"sha256": stored["spec"]["model_sha256"]}}
         rollout = Rollout(cfg, store, rollout_id, rows, b"", meta)
         with HostSession(broker, max_inflight=MAX_IN_FLIGHT) as session:
-            rollout.view = FleetView(session)
-            rollout.view.start(cfg.discover_s)
+            rollout.attach(session)
             rollout._roll_back("aborted")
             for r in rows.values():
                 if r.state in ("queued", "pending"):

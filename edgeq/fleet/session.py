@@ -109,12 +109,16 @@ class HostSession:
                                     f"{_age(status.get('ts'))}); start its agent and retry")
         return status
 
-    def send(self, device: str, cmd: Command, expiry_s: float) -> None:
-        """Publish a command; the broker drops it if the device has not taken it in expiry_s."""
-        info = self.client.publish(topic(device, "cmd"), encode(cmd.to_dict()), qos=1,
+    def publish_command(self, device: str, cmd: Command, expiry_s: float) -> Any:
+        """Queue a command (QoS 1); the broker drops it if the device has not taken it in
+        expiry_s. Returns the publish handle."""
+        return self.client.publish(topic(device, "cmd"), encode(cmd.to_dict()), qos=1,
                                    properties=properties("PUBLISH",
                                                          MessageExpiryInterval=max(1, int(expiry_s))))
-        info.wait_for_publish(CONNECT_TIMEOUT_S)
+
+    def send(self, device: str, cmd: Command, expiry_s: float) -> None:
+        """Publish a command and wait until the broker has it."""
+        self.publish_command(device, cmd, expiry_s).wait_for_publish(CONNECT_TIMEOUT_S)
 
     def issue(self, device: str, cmd: Command, expiry_s: float, *also: str) -> None:
         """Listen to the device's events (and the `also` topics), check it is online, send."""
