@@ -44,6 +44,7 @@ bench: install
 	$(PYTHON) bench/search_bench.py
 	$(PYTHON) bench/export_bench.py
 	$(PYTHON) bench/fleet_bench.py
+	$(PYTHON) bench/rollout_bench.py
 
 # Retrain the bundled example models (seeded; needs only scikit-learn's bundled data).
 examples: install
